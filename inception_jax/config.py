@@ -1,0 +1,145 @@
+"""Config files (`get_config()`) and `--config.a.b=value` overrides, with clear errors.
+
+A config file is a Python file whose `get_config(arg=None)` returns an ml_collections
+ConfigDict; `path.py:arg` passes `arg` (big_vision's convention). Overrides name an existing
+key and parse the value as that key's type, so a typo or a wrong type never passes silently.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+from inception_jax.errors import ConfigError, did_you_mean
+
+_TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+
+
+def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` and applies the overrides."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist; pass --config path/to/config.py "
+                      "(the project's are in configs/).")
+  module_spec = importlib.util.spec_from_file_location(
+      f"inception_jax_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} defines no get_config() function.")
+  config = module.get_config(arg) if arg else module.get_config()
+  return apply_overrides(config, overrides or {})
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every leaf key as a dotted path, e.g. 'model.widths.inception_3a'."""
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys += flat_keys(value, f"{prefix}{key}.")
+    else:
+      keys.append(f"{prefix}{key}")
+  return keys
+
+
+def _parse(text: str, current: Any, key: str) -> Any:
+  """Parses a command-line string as the type of the value it replaces."""
+  def fail(expected: str) -> ConfigError:
+    return ConfigError(f"config.{key} expects {expected}, got {text!r} "
+                       f"(current value: {current!r}).")
+
+  if isinstance(current, bool):
+    if text.lower() in _TRUE | _FALSE:
+      return text.lower() in _TRUE
+    raise fail("true or false")
+  if isinstance(current, str) or current is None and not _is_literal(text):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise fail(f"a {type(current).__name__}") from None
+  return _check_type(value, current, key, fail)
+
+
+def _is_literal(text: str) -> bool:
+  try:
+    ast.literal_eval(text)
+    return True
+  except (ValueError, SyntaxError):
+    return False
+
+
+def _check_type(value: Any, current: Any, key: str, fail=None) -> Any:
+  """`value` converted to the type of `current` where that loses nothing, else a ConfigError."""
+  fail = fail or (lambda expected: ConfigError(
+      f"config.{key} expects {expected}, got {value!r} (current value: {current!r})."))
+  if current is None:
+    return value
+  if isinstance(current, bool):
+    if isinstance(value, bool):
+      return value
+    raise fail("true or false")
+  if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+    return float(value)
+  if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
+    return tuple(value)
+  if isinstance(current, (tuple, list)):
+    raise fail("a tuple such as (1, 3, 5)")
+  if isinstance(current, int) and (not isinstance(value, int) or isinstance(value, bool)):
+    raise fail("an integer")
+  if isinstance(current, str) and not isinstance(value, str):
+    raise fail("a string")
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Sets dotted keys of `config` (in place, and returned); strings are parsed by the key's type."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+      child = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
+      if not isinstance(child, ml_collections.ConfigDict):
+        raise _unknown_key(config, key)
+      node = child
+    if leaf not in node:
+      raise _unknown_key(config, key)
+    current = node[leaf]
+    if isinstance(current, ml_collections.ConfigDict):
+      raise ConfigError(f"config.{key} is a group of settings, not a value; set one of: "
+                        f"{', '.join(f'{key}.{k}' for k in current.keys())}.")
+    parsed = _parse(value, current, key) if isinstance(value, str) else \
+        _check_type(value, current, key)
+    with node.ignore_type():
+      node[leaf] = parsed
+  return config
+
+
+def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
+  keys = flat_keys(config)
+  return ConfigError(f"unknown config key {key!r}{did_you_mean(key, keys)}. "
+                     f"Valid keys: {', '.join(keys)}.")
+
+
+def parse_override_args(args: Sequence[str]) -> dict[str, str]:
+  """['--config.model.module=naive', '--config.seed', '3'] -> {'model.module': 'naive', 'seed': '3'}."""
+  overrides: dict[str, str] = {}
+  tokens = list(args)
+  while tokens:
+    token = tokens.pop(0)
+    if not token.startswith("--config."):
+      raise ConfigError(f"unrecognised argument {token!r}; config overrides look like "
+                        "--config.model.module=naive (see --help for the other options).")
+    key, eq, value = token[len("--config."):].partition("=")
+    if not eq:
+      if not tokens or tokens[0].startswith("--"):
+        raise ConfigError(f"{token} needs a value, e.g. {token}=VALUE.")
+      value = tokens.pop(0)
+    overrides[key] = value
+  return overrides

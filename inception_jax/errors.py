@@ -1,0 +1,28 @@
+"""Errors a user can fix, and the lookup that names the valid choices."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+  """Bad user input (config key, value, file): reported as one message, exit code 2."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+  """A ' (did you mean ...?)' hint, or '' when nothing is close."""
+  close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+  return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def choose(registry: Mapping[str, T], key: str, field: str) -> T:
+  """Looks `key` up in a small registry; an unknown key names the valid ones."""
+  if key not in registry:
+    raise ConfigError(
+        f"{field}={key!r} is not a valid choice{did_you_mean(str(key), registry)}; "
+        f"choose one of: {', '.join(sorted(registry))}.")
+  return registry[key]

@@ -1,0 +1,49 @@
+"""The `inception-jax` command: parses the command line and calls one subcommand. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from inception_jax.config import load_config, parse_override_args
+from inception_jax.errors import ConfigError
+
+CONFIG_HELP = ("config file, optionally with an argument: configs/imagenet.py[:torchvision]. "
+               "Override any of its fields with --config.KEY=VALUE, e.g. "
+               "--config.model.module=naive --config.model.kernel_sizes=(1,3,3)")
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="inception-jax", allow_abbrev=False,
+      description="GoogLeNet (Inception-v1) in JAX/Flax.")
+  commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+  summarize = commands.add_parser(
+      "summarize", allow_abbrev=False, help="per-layer output shapes, parameters, multiply-adds",
+      description="A Table-1-style table of the configured network: output shape, parameters "
+                  "and multiply-adds per layer, with the paper's figures beside them.")
+  summarize.add_argument("--config", required=True, help=CONFIG_HELP)
+  summarize.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+  summarize.add_argument("--compare", action="store_true",
+                         help="naive and reduced modules side by side")
+  summarize.add_argument("--xla", action="store_true",
+                         help="also compile the forward pass and report XLA's FLOP count")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args, rest = _parser().parse_known_args(argv)
+  try:
+    config = load_config(args.config, parse_override_args(rest))
+    if args.command == "summarize":
+      from inception_jax.summarize import summarize
+      print(summarize(config, as_json=args.json, compare=args.compare, xla=args.xla))
+  except ConfigError as error:
+    print(f"inception-jax {args.command}: error: {error}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,146 @@
+"""GoogLeNet (Inception-v1): stem, nine Inception modules, auxiliary heads and classifier."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from inception_jax.errors import ConfigError
+from inception_jax.models.branch import BranchSpec, Branch, Conv
+from inception_jax.models.layers import (
+    ConvUnit, GlobalAvgPool, LocalResponseNorm, MaxPool, adaptive_avg_pool)
+from inception_jax.models.module import InceptionModule
+
+Dtype = Any
+
+
+class GoogLeNetOutput(NamedTuple):
+  """Classifier logits, and the auxiliary heads' logits (empty outside training)."""
+  logits: jnp.ndarray
+  aux_logits: tuple[jnp.ndarray, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StemSpec:
+  """The layers before the first Inception module: conv1 [pool1] [norm1] conv2 [norm2] [pool2]."""
+  kernel: int
+  strides: int
+  pools: bool
+
+
+STEMS = {
+    # The paper's stem: 224x224 -> 28x28 before inception 3a (conv 7x7/2, two 3x3/2 max pools).
+    "imagenet": StemSpec(kernel=7, strides=2, pools=True),
+    # Small images (32x32): keep the resolution, 3x3/1 first conv, no pooling before 3a.
+    "small": StemSpec(kernel=3, strides=1, pools=False),
+}
+
+
+def stage_of(module_name: str) -> str:
+  """'inception_4c' -> '4': modules of one stage share a resolution; stages are split by pools."""
+  return module_name.rsplit("_", 1)[-1][:-1]
+
+
+def _paper_aux_pool(x: jnp.ndarray) -> jnp.ndarray:
+  if min(x.shape[1:3]) < 5:
+    raise ConfigError(
+        f"the auxiliary head's 5x5/3 average pool needs at least 5x5 inputs, got "
+        f"{x.shape[1]}x{x.shape[2]}; use --config.model.aux_pool=adaptive or larger images.")
+  return nn.avg_pool(x, (5, 5), (3, 3))
+
+
+AUX_POOLS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
+    "paper": _paper_aux_pool,  # 5x5/3 average pool: 14x14 -> 4x4
+    "adaptive": functools.partial(adaptive_avg_pool, output_size=4),  # torchvision
+}
+
+
+class AuxHead(nn.Module):
+  """Auxiliary classifier: pool -> 1x1 conv -> fully connected + ReLU -> dropout -> linear."""
+  num_classes: int
+  pool: str
+  conv_features: int
+  hidden: int
+  dropout: float
+  conv: Callable[..., nn.Module]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    x = AUX_POOLS[self.pool](x)
+    x = self.conv(self.conv_features, 1, name="conv")(x, train)
+    x = x.reshape((x.shape[0], -1))
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+    x = nn.relu(dense(self.hidden, name="fc1")(x))
+    x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(x)
+    return dense(self.num_classes, name="fc2")(x).astype(jnp.float32)
+
+
+class GoogLeNet(nn.Module):
+  """GoogLeNet over NHWC images; every structural choice comes in resolved, from `build_model`.
+
+  `inception` lists the modules in order as (name, branch specs); a max pool (3x3/2 or 2x2/2,
+  `stage_pools`) goes between stages. Auxiliary heads run only in training, on the outputs of
+  the modules named in `aux_from`; initialise with train=True so their parameters exist.
+  """
+  num_classes: int
+  inception: tuple[tuple[str, tuple[BranchSpec, ...]], ...]
+  stem: StemSpec = STEMS["imagenet"]
+  stem_widths: tuple[int, int, int] = (64, 64, 192)
+  stage_pools: tuple[int, ...] = (3, 3)
+  lrn: bool = True
+  batchnorm: bool = False
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-3
+  bn_axis_name: str | None = None
+  dropout: float = 0.4
+  aux_from: tuple[str, ...] = ()
+  aux_pool: str = "paper"
+  aux_widths: tuple[int, int] = (128, 1024)
+  aux_dropout: float = 0.7
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> GoogLeNetOutput:
+    conv = functools.partial(
+        ConvUnit, batchnorm=self.batchnorm, bn_momentum=self.bn_momentum,
+        bn_epsilon=self.bn_epsilon, bn_axis_name=self.bn_axis_name,
+        dtype=self.dtype, param_dtype=self.param_dtype)
+    x = x.astype(self.dtype)
+
+    c1, c2_reduce, c2 = self.stem_widths
+    x = conv(c1, self.stem.kernel, self.stem.strides, name="conv1")(x, train)
+    if self.stem.pools:
+      x = MaxPool(3, 2, name="pool1")(x)
+    if self.lrn:
+      x = LocalResponseNorm(name="norm1")(x)
+    x = Branch((Conv(1, c2_reduce), Conv(3, c2)), conv, name="conv2")(x, train)
+    if self.lrn:
+      x = LocalResponseNorm(name="norm2")(x)
+    if self.stem.pools:
+      x = MaxPool(3, 2, name="pool2")(x)
+
+    aux_logits = []
+    stage_pools = iter(self.stage_pools)
+    for i, (name, branches) in enumerate(self.inception):
+      if i and stage_of(name) != stage_of(self.inception[i - 1][0]):
+        x = MaxPool(next(stage_pools), 2, name=f"pool{stage_of(self.inception[i - 1][0])}")(x)
+      x = InceptionModule(branches, conv, name=name)(x, train)
+      if train and name in self.aux_from:
+        aux_logits.append(AuxHead(
+            self.num_classes, self.aux_pool, *self.aux_widths, self.aux_dropout, conv,
+            dtype=self.dtype, param_dtype=self.param_dtype,
+            name=f"aux_{name.rsplit('_', 1)[-1]}")(x, train))
+
+    x = GlobalAvgPool(name="avgpool")(x)
+    x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(x)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                      name="classifier")(x)
+    return GoogLeNetOutput(logits.astype(jnp.float32), tuple(aux_logits))

@@ -1,0 +1,116 @@
+"""The building blocks every GoogLeNet variant shares (NHWC throughout)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+
+Dtype = Any
+
+# He initialisation keeps activations at scale through 22 ReLU layers, with or without BatchNorm.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+class ConvUnit(nn.Module):
+  """conv -> [BatchNorm] -> ReLU: every convolution of GoogLeNet, reductions included.
+
+  Padding is symmetric (k // 2 on each side), as in Caffe and torchvision, so odd kernels keep
+  the size at stride 1 and weights can be exchanged with those implementations. With BatchNorm
+  the conv has no bias (the BatchNorm offset replaces it), as in torchvision.
+  """
+  features: int
+  kernel_size: int
+  strides: int = 1
+  batchnorm: bool = False
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-3
+  bn_axis_name: str | None = None
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    pad = self.kernel_size // 2
+    x = nn.Conv(
+        self.features, (self.kernel_size, self.kernel_size),
+        strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
+        use_bias=not self.batchnorm, kernel_init=conv_init,
+        dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+    if self.batchnorm:
+      x = nn.BatchNorm(
+          use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+          axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
+          name="bn")(x)
+    return nn.relu(x)
+
+
+def ceil_mode_padding(size: int, window: int, strides: int, pad: int) -> tuple[int, int]:
+  """(before, after) padding that makes a VALID pool count like Caffe/PyTorch `ceil_mode`.
+
+  The output has ceil((size + 2*pad - window) / strides) + 1 positions, less one if the last
+  window would start in the padding; the extra right padding is filled with the pool's identity.
+  """
+  out = math.ceil((size + 2 * pad - window) / strides) + 1
+  if (out - 1) * strides >= size + pad:
+    out -= 1
+  return pad, max((out - 1) * strides + window - size - pad, 0)
+
+
+class MaxPool(nn.Module):
+  """Max pooling with ceil-mode output size (Caffe's GoogLeNet, torchvision)."""
+  window: int
+  strides: int
+  padding: int = 0
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    pads = [ceil_mode_padding(n, self.window, self.strides, self.padding) for n in x.shape[1:3]]
+    return nn.max_pool(x, (self.window,) * 2, (self.strides,) * 2, padding=pads)
+
+
+class LocalResponseNorm(nn.Module):
+  """Cross-channel LRN as in the paper's Caffe model: x / (k + alpha/n * sum_window x^2)^beta.
+
+  `alpha` is divided by the window size `n` (Caffe's convention, not TensorFlow's). Computed in
+  float32 whatever the compute dtype, since the sum of squares overflows bfloat16's precision.
+  """
+  size: int = 5
+  alpha: float = 1e-4
+  beta: float = 0.75
+  k: float = 1.0
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    squares = jnp.square(x.astype(jnp.float32))
+    half = self.size // 2
+    window_sum = lax.reduce_window(
+        squares, 0.0, lax.add, (1, 1, 1, self.size), (1, 1, 1, 1),
+        ((0, 0), (0, 0), (0, 0), (half, self.size - 1 - half)))
+    scale = (self.k + self.alpha / self.size * window_sum) ** self.beta
+    return (x.astype(jnp.float32) / scale).astype(x.dtype)
+
+
+def _adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
+  """(out, size) averaging matrix with PyTorch's adaptive-pool bins [floor(i*n/m), ceil((i+1)*n/m))."""
+  matrix = np.zeros((out, size), np.float32)
+  for i in range(out):
+    start, end = (i * size) // out, -(-((i + 1) * size) // out)
+    matrix[i, start:end] = 1.0 / (end - start)
+  return matrix
+
+
+def adaptive_avg_pool(x: jnp.ndarray, output_size: int) -> jnp.ndarray:
+  """PyTorch's AdaptiveAvgPool2d to output_size x output_size, as two small matmuls."""
+  rows = jnp.asarray(_adaptive_pool_matrix(x.shape[1], output_size), x.dtype)
+  cols = jnp.asarray(_adaptive_pool_matrix(x.shape[2], output_size), x.dtype)
+  return jnp.einsum("nhwc,ih,jw->nijc", x, rows, cols)
+
+
+class GlobalAvgPool(nn.Module):
+  """Average over height and width: the paper's 7x7/1 average pool at any input size."""
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    return jnp.mean(x, axis=(1, 2))

@@ -1,0 +1,211 @@
+"""Shapes, channel counts, parameter counts and training behaviour of the Flax models."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from inception_jax.errors import ConfigError
+from inception_jax.models import (
+    Branch, Conv, InceptionModule, ModuleWidths, Pool, TABLE1_WIDTHS, build_model, init_variables,
+    naive_branches, output_channels, reduced_branches)
+from inception_jax.models.layers import (
+    ConvUnit, LocalResponseNorm, MaxPool, adaptive_avg_pool, ceil_mode_padding)
+
+CONV = functools.partial(ConvUnit, batchnorm=False)
+KEY = jax.random.key(0)
+
+
+def param_count(tree) -> int:
+  return sum(leaf.size for leaf in jax.tree.leaves(tree))
+
+
+def apply(model, variables, x, train=False, **kwargs):
+  """The model's forward pass, jitted (op-by-op it is slow on a CPU)."""
+  fn = jax.jit(lambda v, x: model.apply(v, x, train=train, rngs={"dropout": KEY}, **kwargs))
+  return fn(variables, x)
+
+
+def abstract_variables(model, image_size):
+  return jax.eval_shape(lambda: init_variables(model, KEY, (image_size, image_size, 3)))
+
+
+def test_branch_runs_its_steps_in_order():
+  x = jnp.ones((2, 9, 9, 5))
+  spec = (Pool(3), Conv(1, 7), Conv(5, 4))
+  variables = Branch(spec, CONV).init(KEY, x)
+  y = Branch(spec, CONV).apply(variables, x)
+  assert y.shape == (2, 9, 9, 4)
+  assert variables["params"]["conv1"]["conv"]["kernel"].shape == (1, 1, 5, 7)
+  assert variables["params"]["conv2"]["conv"]["kernel"].shape == (5, 5, 7, 4)
+
+
+@pytest.mark.parametrize("kind, expected", [(reduced_branches, 256), (naive_branches, 416)])
+def test_inception_3a_output_channels(kind, expected):
+  """Reduced 3a: 64+128+32+32 = 256. Naive 3a: 64+128+32 plus the 192 pooled input channels."""
+  branches = kind(ModuleWidths(*TABLE1_WIDTHS["inception_3a"]), (1, 3, 5))
+  x = jnp.ones((1, 28, 28, 192))
+  module = InceptionModule(branches, CONV)
+  y = jax.eval_shape(lambda: module.apply(module.init(KEY, x), x))
+  assert y.shape == (1, 28, 28, expected)
+  assert output_channels(branches, 192) == expected
+
+
+def test_module_takes_any_number_of_branches_and_kernel_sizes():
+  branches = ((Conv(1, 3),), (Conv(1, 2), Conv(7, 5)))
+  x = jnp.ones((1, 10, 10, 4))
+  module = InceptionModule(branches, CONV)
+  assert module.apply(module.init(KEY, x), x).shape == (1, 10, 10, 8)
+  wide = reduced_branches(ModuleWidths(1, 2, 3, 4, 5, 6), (3, 5, 7))
+  assert [step.kernel for step in wide[2] if isinstance(step, Conv)] == [1, 7]
+
+
+@pytest.mark.parametrize("spec, aux", [("imagenet.py", 2), ("imagenet.py:torchvision", 2)])
+def test_network_shapes_at_224(load, spec, aux):
+  config = load(spec)
+  model = build_model(config.model)
+  variables = abstract_variables(model, 224)
+  x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+  rngs = {"dropout": KEY}
+  train = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs=rngs,
+                                                  mutable=["batch_stats"])[0], variables, x)
+  test = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert train.logits.shape == test.logits.shape == (2, 1000)
+  assert [a.shape for a in train.aux_logits] == [(2, 1000)] * aux
+  assert test.aux_logits == ()
+
+
+def test_parameter_counts(load):
+  """torchvision's googlenet exactly; the paper's widths with true 5x5 kernels about 7.0M."""
+  for spec, without_aux, with_aux in [("imagenet.py:torchvision", 6_624_904, 13_004_888),
+                                      ("imagenet.py", 6_998_552, 13_378_280)]:
+    params = abstract_variables(build_model(load(spec).model), 224)["params"]
+    aux = {k: v for k, v in params.items() if k.startswith("aux_")}
+    assert param_count(params) == with_aux, spec
+    assert param_count(params) - param_count(aux) == without_aux, spec
+
+
+def test_aux_heads_off_means_no_aux_parameters_or_outputs(load, small):
+  model = build_model(load("default.py", {"model.aux_heads": "false"}).model)
+  params = abstract_variables(model, 32)["params"]
+  assert params and not any(k.startswith("aux_") for k in params)
+  _, variables = small
+  without_aux = dict(variables, params={k: v for k, v in variables["params"].items()
+                                        if not k.startswith("aux_")})
+  out, _ = apply(model, without_aux, jnp.ones((1, 32, 32, 3)), train=True, mutable=["batch_stats"])
+  assert out.aux_logits == ()
+
+
+def test_small_network_runs_and_aux_heads_only_in_training(small):
+  model, variables = small
+  x = jax.random.normal(KEY, (3, 32, 32, 3))
+  out, _ = apply(model, variables, x, train=True, mutable=["batch_stats"])
+  assert out.logits.shape == (3, 10) and len(out.aux_logits) == 2
+  assert all(a.shape == (3, 10) for a in out.aux_logits)
+  test = apply(model, variables, x)
+  assert test.aux_logits == () and np.isfinite(test.logits).all()
+
+
+def test_batchnorm_statistics_update_in_training_only(small):
+  model, variables = small
+  x = jax.random.normal(KEY, (4, 32, 32, 3)) * 3 + 1
+  _, updated = apply(model, variables, x, train=True, mutable=["batch_stats"])
+  before, after = jax.tree.leaves(variables["batch_stats"]), jax.tree.leaves(updated["batch_stats"])
+  assert all(not np.allclose(b, a) for b, a in zip(before, after))
+  _, unchanged = apply(model, variables, x, mutable=["batch_stats"])
+  for b, a in zip(before, jax.tree.leaves(unchanged["batch_stats"])):
+    np.testing.assert_array_equal(b, a)
+
+
+def test_bfloat16_compute_keeps_float32_params(load, small):
+  model = build_model(load("default.py", {"model.dtype": "bfloat16"}).model)
+  params = abstract_variables(model, 32)["params"]
+  assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+  x = jnp.ones((2, 32, 32, 3))
+  out, state = apply(model, small[1], x, capture_intermediates=True, mutable=["intermediates"])
+  assert state["intermediates"]["inception_3a"]["__call__"][0].dtype == jnp.bfloat16
+  assert out.logits.dtype == jnp.float32
+
+
+def test_gradient_step_lowers_the_loss(load, small):
+  """A jitted SGD step with the aux losses weighted 0.3 fits a fixed small batch."""
+  model = build_model(load("default.py", {"model.dropout": "0.0", "model.aux_dropout": "0.0"}).model)
+  variables = small[1]
+  images = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+  labels = jnp.arange(8) % 10
+  tx = optax.sgd(0.05, momentum=0.9)
+
+  def loss_fn(params, batch_stats):
+    out, state = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
+                             rngs={"dropout": KEY}, mutable=["batch_stats"])
+    ce = lambda logits: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return ce(out.logits) + 0.3 * sum(map(ce, out.aux_logits)), state["batch_stats"]
+
+  @jax.jit
+  def step(params, batch_stats, opt_state):
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  opt_state = tx.init(params)
+  losses = []
+  for _ in range(8):
+    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state)
+    losses.append(float(loss))
+  assert np.isfinite(losses).all()
+  assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_ceil_mode_pooling_matches_pytorch_sizes():
+  """PyTorch: out = ceil((n + 2p - k) / s) + 1, less one if the last window starts in padding."""
+  for size, window, strides, pad, expected in [(112, 3, 2, 0, 56), (15, 3, 2, 0, 7),
+                                               (14, 2, 2, 0, 7), (7, 3, 1, 1, 7), (8, 3, 2, 0, 4)]:
+    before, after = ceil_mode_padding(size, window, strides, pad)
+    assert (size + before + after - window) // strides + 1 == expected
+  x = jnp.arange(2 * 5 * 5 * 1, dtype=jnp.float32).reshape(2, 5, 5, 1)
+  y = MaxPool(3, 2).apply({}, x)
+  np.testing.assert_array_equal(y[0, :, :, 0], [[12, 14], [22, 24]])
+
+
+def test_local_response_norm_matches_caffe_formula():
+  x = jax.random.normal(KEY, (1, 2, 3, 7))
+  y = LocalResponseNorm(size=5, alpha=1e-2, beta=0.75, k=2.0).apply({}, x)
+  xn = np.asarray(x)
+  expected = np.empty_like(xn)
+  for c in range(7):
+    window = xn[..., max(0, c - 2):c + 3]
+    expected[..., c] = xn[..., c] / (2.0 + 1e-2 / 5 * (window**2).sum(-1)) ** 0.75
+  np.testing.assert_allclose(y, expected, rtol=1e-5)
+
+
+def test_adaptive_avg_pool_matches_pytorch_bins():
+  x = jax.random.normal(KEY, (1, 14, 14, 2))
+  y = adaptive_avg_pool(x, 4)
+  bins = [(0, 4), (3, 7), (7, 11), (10, 14)]  # floor(i*14/4) .. ceil((i+1)*14/4)
+  for i, (r0, r1) in enumerate(bins):
+    for j, (c0, c1) in enumerate(bins):
+      np.testing.assert_allclose(y[0, i, j], x[0, r0:r1, c0:c1].mean((0, 1)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model.module": "wide"}, "choose one of: naive, reduced"),
+    ({"model.norm": "layernorm"}, "model.norm"),
+    ({"model.kernel_sizes": "(1,3,4)"}, "must be odd"),
+    ({"model.kernel_sizes": "(1,3)"}, "3 positive integers"),
+    ({"model.dropout": "1.5"}, "model.dropout must be in"),
+    ({"model.widths.inception_3a": "(64,96,128)"}, "6 positive integers"),
+    ({"model.aux_from": "('inception_9z',)"}, "do not exist"),
+])
+def test_bad_model_values_are_clear_errors(load, override, message):
+  with pytest.raises(ConfigError, match=message):
+    build_model(load("imagenet.py", override).model)
+
+
+def test_paper_aux_pool_on_tiny_maps_is_a_clear_error(load):
+  model = build_model(load("default.py", {"model.aux_pool": "paper", "model.width_multiplier": "0.1"}).model)
+  with pytest.raises(ConfigError, match="aux_pool=adaptive"):
+    jax.eval_shape(lambda: init_variables(model, KEY, (8, 8, 3)))
