@@ -2,14 +2,14 @@
 
 import json
 
-import jax.numpy as jnp
 import pytest
 
 from inception_jax.cost import layer_costs, xla_flops
 from inception_jax.main import main
 from inception_jax.models import Branch, Conv, build_model
 from inception_jax.models.layers import ConvUnit
-from inception_jax.summarize import PAPER_TOLERANCE, compare_rows, cost_rows, paper_figure
+from inception_jax.summarize import (
+    PAPER_TABLE1, PAPER_TOLERANCE, compare_rows, cost_rows, paper_figure)
 
 TABLE1_MATCHING = ["conv2", "inception_3a", "inception_3b", "inception_4a", "inception_4b",
                    "inception_4c", "inception_4d", "inception_4e", "inception_5b", "classifier"]
@@ -18,6 +18,11 @@ TABLE1_MATCHING = ["conv2", "inception_3a", "inception_3b", "inception_4a", "inc
 @pytest.fixture(scope="module")
 def paper_rows(load):
   return {row["name"]: row for row in cost_rows(load("imagenet.py"))}
+
+
+def test_every_output_shape_matches_table1(paper_rows):
+  """A row carries the paper's figures only where its output shape equals Table 1's."""
+  assert all("paper_macs" in paper_rows[name] for name in PAPER_TABLE1)
 
 
 def test_table1_ops_match_the_paper(paper_rows):
@@ -60,9 +65,8 @@ def test_analytical_count_agrees_with_xla_cost_analysis(load):
 
 def test_seeds_example_1x1_reduction():
   """28x28x192 -> 5x5 conv to 32: 120.4M multiplications; with a 1x1 to 16 first: 2.4M + 10.0M."""
-  conv = lambda *args, **kwargs: ConvUnit(*args, **kwargs)
-  direct = layer_costs(Branch((Conv(5, 32),), conv), (28, 28, 192))
-  reduced = layer_costs(Branch((Conv(1, 16), Conv(5, 32)), conv), (28, 28, 192))
+  direct = layer_costs(Branch((Conv(5, 32),), ConvUnit), (28, 28, 192))
+  reduced = layer_costs(Branch((Conv(1, 16), Conv(5, 32)), ConvUnit), (28, 28, 192))
   assert [r.macs for r in direct] == [28 * 28 * 32 * 5 * 5 * 192] == [120_422_400]
   assert [r.macs for r in reduced] == [2_408_448, 10_035_200]
   assert round(sum(r.macs for r in reduced) / 1e6, 1) == 12.4

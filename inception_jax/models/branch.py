@@ -18,26 +18,15 @@ class Conv:
   kernel: int
   features: int
 
-  def __str__(self) -> str:
-    return f"conv{self.kernel}x{self.kernel}/{self.features}"
-
 
 @dataclasses.dataclass(frozen=True)
 class Pool:
   """A window x window max pool, stride 1, size-preserving: passes every channel through."""
   window: int = 3
 
-  def __str__(self) -> str:
-    return f"maxpool{self.window}x{self.window}"
-
 
 Step = Union[Conv, Pool]
 BranchSpec = tuple[Step, ...]
-
-
-def describe(spec: BranchSpec) -> str:
-  """'conv1x1/96 > conv3x3/128': a spec as one readable line."""
-  return " > ".join(str(step) for step in spec)
 
 
 class Branch(nn.Module):

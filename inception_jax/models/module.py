@@ -51,15 +51,6 @@ MODULE_KINDS: dict[str, Callable[[ModuleWidths, Sequence[int]], tuple[BranchSpec
 }
 
 
-def output_channels(branches: Sequence[BranchSpec], in_channels: int) -> int:
-  """Channels of the concatenated output: each branch's last conv, or its input if it ends in a pool."""
-  total = 0
-  for spec in branches:
-    convs = [step for step in spec if isinstance(step, Conv)]
-    total += convs[-1].features if convs else in_channels
-  return total
-
-
 class InceptionModule(nn.Module):
   """Any number of branches (specs) over the same input, concatenated along channels (NHWC)."""
   branches: tuple[BranchSpec, ...]

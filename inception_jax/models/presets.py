@@ -106,9 +106,10 @@ def build_model(cfg: ml_collections.ConfigDict, bn_axis_name: str | None = None)
     if not _MODULE_NAME.fullmatch(name):
       raise ConfigError(f"model.widths.{name}: module names look like 'inception_4c' "
                         "(stage number, then a letter for the order within the stage).")
-  stages = list(dict.fromkeys(stage_of(name) for name in names))
-  stage_pools = _positive_ints(cfg.stage_pools, len(stages) - 1, "model.stage_pools") \
-      if len(stages) > 1 else ()
+  stage_count = len({stage_of(name) for name in names})
+  stage_pools = ()
+  if stage_count > 1:  # one pool between each two stages
+    stage_pools = _positive_ints(cfg.stage_pools, stage_count - 1, "model.stage_pools")
   unknown_aux = set(cfg.aux_from) - set(names)
   if cfg.aux_heads and unknown_aux:
     raise ConfigError(f"model.aux_from names modules that do not exist: {sorted(unknown_aux)}; "
@@ -140,13 +141,13 @@ def build_model(cfg: ml_collections.ConfigDict, bn_axis_name: str | None = None)
   )
 
 
-def init_variables(model: GoogLeNet, rng: jax.Array, image_shape: tuple[int, int, int],
-                   batch_size: int = 1) -> dict[str, Any]:
+def init_variables(model: GoogLeNet, rng: jax.Array,
+                   image_shape: tuple[int, int, int]) -> dict[str, Any]:
   """Initial `params` (and `batch_stats`), aux heads included: initialised in training mode.
 
   Jitted: op-by-op initialisation of GoogLeNet takes tens of seconds on a CPU.
   """
   params_rng, dropout_rng = jax.random.split(rng)
-  dummy = jnp.zeros((batch_size, *image_shape), jnp.float32)
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
   init = jax.jit(lambda rngs, x: model.init(rngs, x, train=True))
   return dict(init({"params": params_rng, "dropout": dropout_rng}, dummy))
