@@ -85,8 +85,9 @@ def cost_rows(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   inference = [r for r in rows if not r["training_only"]]
   total = dict(name="total", output_shape=rows[-1]["output_shape"],
                params=sum(r["params"] for r in inference), macs=sum(r["macs"] for r in inference),
-               macs_unpadded=sum(r["macs_unpadded"] for r in inference),
-               paper_params=PAPER_TOTAL[0], paper_macs=PAPER_TOTAL[1])
+               macs_unpadded=sum(r["macs_unpadded"] for r in inference))
+  if sum("paper_macs" in r for r in rows) == len(PAPER_TABLE1):  # Table 1's shapes throughout
+    total.update(paper_params=PAPER_TOTAL[0], paper_macs=PAPER_TOTAL[1])
   if len(inference) < len(rows):
     total.update(params_with_aux=sum(r["params"] for r in rows),
                  macs_with_aux=sum(r["macs"] for r in rows))
@@ -123,7 +124,7 @@ def format_table(config: ml_collections.ConfigDict, rows: list[dict[str, Any]]) 
   total = rows[-1]
   lines.append("-" * len(header))
   lines.append(f"{'total':<36}{_si(total['params']):>10}{_si(total['macs']):>10}"
-               f"{total['paper_params']:>14}{total['paper_macs']:>11}")
+               f"{total.get('paper_params', ''):>14}{total.get('paper_macs', ''):>11}".rstrip())
   if "params_with_aux" in total:
     lines.append(f"{'with aux heads (training)':<36}{_si(total['params_with_aux']):>10}"
                  f"{_si(total['macs_with_aux']):>10}")

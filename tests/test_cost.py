@@ -47,6 +47,7 @@ def test_totals(paper_rows):
   assert total["params"] == 6_998_552            # true 5x5, no aux heads: about 7.0M
   assert 1.575e9 < total["macs"] < 1.59e9         # 1.58G multiply-adds by the widths
   assert total["params_with_aux"] == 13_378_280
+  assert (total["paper_params"], total["paper_macs"]) == ("6.8M", "1.5G")
   assert [n for n, r in paper_rows.items() if r.get("training_only")] == ["aux_4a", "aux_4d"]
 
 
@@ -89,6 +90,7 @@ def test_naive_override_changes_the_table(load):
   assert by_name["inception_5b"]["output_shape"] == [7, 7, 4944]
   assert "paper_macs" not in by_name["inception_3a"]  # its output no longer matches Table 1's
   assert by_name["conv2"]["paper_macs"] == "360M"
+  assert "paper_macs" not in by_name["total"]  # the paper's totals are for its network only
 
 
 def test_summarize_json_from_the_command_line(capsys):
