@@ -141,7 +141,7 @@ def compare_rows(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   """For each Inception module (and the total): output channels, params and MACs per module kind."""
   by_kind = {}
   for kind in MODULE_KINDS:
-    variant = ml_collections.ConfigDict(config.to_dict())
+    variant = config.copy_and_resolve_references()
     variant.model.module = kind
     by_kind[kind] = {row["name"]: row for row in cost_rows(variant)}
   reference = by_kind[config.model.module]
@@ -153,16 +153,16 @@ def compare_rows(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 
 def format_comparison(config: ml_collections.ConfigDict, rows: list[dict[str, Any]]) -> str:
+  """The comparison rows as a text table, with each kind's MACs relative to the first kind's."""
   kinds = list(MODULE_KINDS)
   header = f"{'':<15}" + "".join(f"{kind + ': channels':>20}{'params':>10}{'MACs':>10}"
                                  for kind in kinds)
   header += "".join(f"{f'{k}/{kinds[0]} MACs':>22}" for k in kinds[1:])
-  lines = [_title(config, " and ".join(kinds)), "",
-           header, "-" * len(header)]
+  lines = [_title(config, " and ".join(kinds)), "", header, "-" * len(header)]
   for row in rows:
+    channels = {k: row[k]["output_channels"] if row["name"] != "total" else "" for k in kinds}
     line = f"{row['name']:<15}" + "".join(
-        f"{row[k]['output_channels'] if row['name'] != 'total' else '':>20}{_si(row[k]['params']):>10}{_si(row[k]['macs']):>10}"
-        for k in kinds)
+        f"{channels[k]:>20}{_si(row[k]['params']):>10}{_si(row[k]['macs']):>10}" for k in kinds)
     line += "".join(f"{row[k]['macs'] / row[kinds[0]]['macs']:>21.1f}x" for k in kinds[1:])
     lines.append(line)
   lines += ["", "naive: every conv straight on the module's input and the pool passing all input "
