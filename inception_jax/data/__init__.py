@@ -1,0 +1,1 @@
+"""Input data: TFDS datasets and the pipeline over them. Nothing here imports the models."""
