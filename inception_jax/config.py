@@ -57,21 +57,15 @@ def _parse(text: str, current: Any, key: str) -> Any:
     if text.lower() in _TRUE | _FALSE:
       return text.lower() in _TRUE
     raise fail("true or false")
-  if isinstance(current, str) or current is None and not _is_literal(text):
+  if isinstance(current, str):
     return text
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
+    if current is None:  # a field without a type yet takes the text as it is
+      return text
     raise fail(f"a {type(current).__name__}") from None
   return _check_type(value, current, key, fail)
-
-
-def _is_literal(text: str) -> bool:
-  try:
-    ast.literal_eval(text)
-    return True
-  except (ValueError, SyntaxError):
-    return False
 
 
 def _check_type(value: Any, current: Any, key: str, fail=None) -> Any:
