@@ -63,11 +63,15 @@ def _shape(shape: tuple[int, ...]) -> str:
   return "x".join(map(str, shape))
 
 
+def _model_and_input(config: ml_collections.ConfigDict):
+  """The configured model and the shape of one input image (no batch dimension)."""
+  return build_model(config.model), (config.image_size, config.image_size, 3)
+
+
 def cost_rows(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   """Per-layer rows (with the paper's figures where the layer's output matches Table 1's),
   then a `total` row for the inference network (aux heads, which run only in training, apart)."""
-  model = build_model(config.model)
-  image_shape = (config.image_size, config.image_size, 3)
+  model, image_shape = _model_and_input(config)
   rows = []
   for layer in layer_costs(model, image_shape, train=bool(model.aux_from)):
     row = dataclasses.asdict(layer)
@@ -187,8 +191,7 @@ def summarize(config: ml_collections.ConfigDict, as_json: bool = False, compare:
     return json.dumps(rows, indent=1) if as_json else format_comparison(config, rows)
   rows = cost_rows(config)
   if xla:
-    rows[-1]["xla_flops"] = xla_flops(build_model(config.model),
-                                      (config.image_size, config.image_size, 3))
+    rows[-1]["xla_flops"] = xla_flops(*_model_and_input(config))
   if as_json:
     return json.dumps(rows, indent=1)
   text = format_table(config, rows)
