@@ -1,22 +1,36 @@
-"""A small GoogLeNet for small images: the paper's modules at a quarter of the width, 32x32 input.
+"""A small GoogLeNet trained on the embedded handwritten digits: no network, a few minutes on a CPU.
 
-The small-image stem keeps the resolution (no stride, no pooling before inception 3a), so the
-three stages run at 32x32, 16x16 and 8x8. BatchNorm instead of LRN, aux heads pooled adaptively.
+The paper's network at a quarter of the width with the small-image stem (no stride or pooling
+before inception 3a), BatchNorm instead of LRN, aux heads pooled adaptively, on scikit-learn's
+8x8 digits (1,437 train / 360 test images, built into the TFDS data dir on first use).
+Augmentation: mild Inception crops (60-100% of the area) and random interpolation; no flips,
+since digits are not mirror-symmetric.
 
 Commands:
-  inception-jax summarize --config configs/default.py
+  inception-jax train --config configs/default.py --workdir runs/default
+  inception-jax eval --config configs/default.py --workdir runs/default
   inception-jax summarize --config configs/default.py --config.model.module=naive
 """
 
 import ml_collections
 
 from inception_jax.models import model_config
+from inception_jax.training.defaults import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  config = base_config()
   config.model = model_config("paper")
   config.model.update(stem="small", width_multiplier=0.25, num_classes=10, norm="batchnorm",
                       aux_pool="adaptive")
-  config.image_size = 32
+  config.image_size = 8
+  config.data.update(name="sklearn_digits", cache=True, eval_crop_fraction=1.0)
+  config.augment.update(area_range=(0.6, 1.0), flip=False, photometric=False)
+  config.batch_size = 128
+  config.learning_rate = 0.2
+  config.warmup_epochs = 1.0
+  config.num_epochs = 30.0
+  config.log_every_steps = 20
+  config.eval_every_steps = 110
+  config.checkpoint_every_steps = 110
   return config

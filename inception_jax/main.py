@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+
+import absl.logging
 
 from inception_jax.config import load_config, parse_override_args
 from inception_jax.errors import ConfigError
@@ -29,16 +32,42 @@ def _parser() -> argparse.ArgumentParser:
                          help="naive and reduced modules side by side")
   summarize.add_argument("--xla", action="store_true",
                          help="also compile the forward pass and report XLA's FLOP count")
+  train = commands.add_parser(
+      "train", allow_abbrev=False, help="train (or resume) a run in a workdir",
+      description="Trains the configured network, evaluating and checkpointing as it goes. "
+                  "On a workdir that holds a checkpoint it resumes from the latest one.")
+  train.add_argument("--config", required=True, help=CONFIG_HELP)
+  train.add_argument("--workdir", required=True,
+                     help="where config.json, checkpoints/, metrics.jsonl and tensorboard/ go")
+  evaluate = commands.add_parser(
+      "eval", allow_abbrev=False, help="evaluate a checkpoint of a run",
+      description="Evaluates the latest (or the chosen) checkpoint in a workdir on the eval split.")
+  evaluate.add_argument("--config", required=True, help=CONFIG_HELP)
+  evaluate.add_argument("--workdir", required=True, help="the run's workdir")
+  evaluate.add_argument("--step", type=int, default=None,
+                        help="the checkpoint's step (default: the latest)")
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args, rest = _parser().parse_known_args(argv)
+  absl.logging.set_verbosity(absl.logging.ERROR)  # the libraries' notices drown the progress lines
   try:
     config = load_config(args.config, parse_override_args(rest))
     if args.command == "summarize":
       from inception_jax.summarize import summarize
       print(summarize(config, as_json=args.json, compare=args.compare, xla=args.xla))
+    elif args.command == "train":
+      from inception_jax.training.trainer import Interrupted, train_and_evaluate
+      try:
+        train_and_evaluate(config, args.workdir)
+      except Interrupted as stop:
+        print(f"inception-jax train: SIGTERM: saved a checkpoint at step {stop.step}; "
+              f"the same command resumes from it.", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    elif args.command == "eval":
+      from inception_jax.training.trainer import evaluate
+      evaluate(config, args.workdir, args.step)
   except ConfigError as error:
     print(f"inception-jax {args.command}: error: {error}", file=sys.stderr)
     return 2

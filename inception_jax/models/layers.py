@@ -21,7 +21,9 @@ class ConvUnit(nn.Module):
 
   Padding is symmetric (k // 2 on each side), as in Caffe and torchvision, so odd kernels keep
   the size at stride 1 and weights can be exchanged with those implementations. With BatchNorm
-  the conv has no bias (the BatchNorm offset replaces it), as in torchvision.
+  the conv has no bias (the BatchNorm offset replaces it), as in torchvision. The batch variance
+  is the two-pass mean((x - mean)^2): the one-pass E[x^2] - E[x]^2 cancels catastrophically when
+  a channel's mean dwarfs its spread.
   """
   features: int
   kernel_size: int
@@ -45,7 +47,7 @@ class ConvUnit(nn.Module):
       x = nn.BatchNorm(
           use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
           axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
-          name="bn")(x)
+          use_fast_variance=False, name="bn")(x)
     return nn.relu(x)
 
 

@@ -145,9 +145,12 @@ def init_variables(model: GoogLeNet, rng: jax.Array,
                    image_shape: tuple[int, int, int]) -> dict[str, Any]:
   """Initial `params` (and `batch_stats`), aux heads included: initialised in training mode.
 
-  Jitted: op-by-op initialisation of GoogLeNet takes tens of seconds on a CPU.
+  Jitted: op-by-op initialisation of GoogLeNet takes tens of seconds on a CPU. The classic
+  (non-partitionable) threefry compiles 2.5x faster here (11 s against 25 s on a 2-core CPU for
+  the ~170 initialisers) and initialisation is never sharded, so it uses that one.
   """
   params_rng, dropout_rng = jax.random.split(rng)
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
-  init = jax.jit(lambda rngs, x: model.init(rngs, x, train=True))
-  return dict(init({"params": params_rng, "dropout": dropout_rng}, dummy))
+  with jax.threefry_partitionable(False):
+    init = jax.jit(lambda rngs, x: model.init(rngs, x, train=True))
+    return dict(init({"params": params_rng, "dropout": dropout_rng}, dummy))

@@ -1,0 +1,1 @@
+"""Training: train state and steps, devices, optimizers, checkpoints, reporting, the trainer."""

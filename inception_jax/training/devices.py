@@ -1,0 +1,108 @@
+"""Everything that knows how work is spread over devices and processes, in one place.
+
+Data parallelism with `jax.pmap` over this process's devices: the train state goes in
+unreplicated (`in_axes=None`) and comes back the same way (`out_axes=None`, valid because the step
+averages gradients and BatchNorm statistics over AXIS), batches go in split along their first axis.
+Moving to `jax.shard_map` means changing this file only.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from inception_jax.errors import ConfigError
+
+AXIS = "batch"  # the pmapped axis: gradients, BatchNorm statistics and metrics reduce over it
+
+
+def initialize(distributed: ml_collections.ConfigDict) -> None:
+  """Joins a multi-process job: explicit coordinator settings, or the cluster's own variables.
+
+  One process per host (or per GPU) runs the same command; `jax.distributed.initialize` finds the
+  others from the config, or by itself on TPU pod slices and under SLURM / Open MPI launches.
+  """
+  if distributed.coordinator_address:
+    jax.distributed.initialize(coordinator_address=distributed.coordinator_address,
+                               num_processes=distributed.num_processes,
+                               process_id=distributed.process_id)
+  elif _launched_as_several_processes():
+    jax.distributed.initialize()
+
+
+def _launched_as_several_processes() -> bool:
+  env = os.environ
+  return (int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in env
+          or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+          or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+          or "JAX_COORDINATOR_ADDRESS" in env)
+
+
+def process_index() -> int:
+  return jax.process_index()
+
+
+def process_count() -> int:
+  return jax.process_count()
+
+
+def local_batch_size(global_batch: int) -> int:
+  """This process's share of the global batch; it must split evenly over every device."""
+  devices = jax.device_count()
+  if global_batch % devices:
+    raise ConfigError(
+        f"batch_size={global_batch} does not divide over the {devices} devices "
+        f"({jax.process_count()} process(es) x {jax.local_device_count()}); use a multiple of "
+        f"{devices}, e.g. --config.batch_size={max(devices, global_batch // devices * devices)}.")
+  return global_batch // jax.process_count()
+
+
+def _mesh() -> Mesh:
+  return Mesh(np.array(jax.local_devices()), (AXIS,))
+
+
+def parallel(step: Callable[..., Any]) -> Callable[..., Any]:
+  """`step(state, batch) -> state` run on every local device, the old state's buffers donated."""
+  return jax.pmap(step, axis_name=AXIS, in_axes=(None, 0), out_axes=None, donate_argnums=(0,))
+
+
+def parallel_eval(step: Callable[..., Any]) -> Callable[..., Any]:
+  """`step(state, batch) -> metrics` on every local device; the state is read, not donated."""
+  return jax.pmap(step, axis_name=AXIS, in_axes=(None, 0), out_axes=None)
+
+
+def replicated() -> NamedSharding:
+  """Where the train state lives: a full copy on each of this process's devices."""
+  return NamedSharding(_mesh(), PartitionSpec())
+
+
+def put_state(state: Any) -> Any:
+  """The train state, placed where the pmapped steps want it."""
+  return jax.device_put(state, replicated())
+
+
+def put_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  """A host batch [local_batch, ...] as [local_devices, per_device, ...], one slice per device."""
+  sharding = NamedSharding(_mesh(), PartitionSpec(AXIS))
+  devices = jax.local_device_count()
+  return {key: jax.device_put(value.reshape(devices, -1, *value.shape[1:]), sharding)
+          for key, value in batch.items()}
+
+
+def prefetch(batches: Iterable[dict[str, np.ndarray]], size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Copies the next `size` batches to the devices while the current step runs."""
+  queue: collections.deque = collections.deque()
+  iterator = iter(batches)
+  for batch in iterator:
+    queue.append(put_batch(batch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

@@ -1,0 +1,89 @@
+"""What a run tells its user: a progress line, `metrics.jsonl` and TensorBoard events.
+
+Only process 0 reports. A resumed run replays the steps after its checkpoint, so records past the
+checkpoint's step are dropped from `metrics.jsonl` when it resumes (they are written again, with
+the same values); the file always reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+from typing import Any, TextIO
+
+from clu import metric_writers
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+  """The records of `<workdir>/metrics.jsonl`, in order."""
+  path = pathlib.Path(workdir) / METRICS_FILE
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_after(path: pathlib.Path, step: int) -> None:
+  """Keeps the records up to `step`, replacing the file atomically (a crash keeps the old one)."""
+  kept = [line for line in path.read_text().splitlines()
+          if line.strip() and json.loads(line)["step"] <= step]
+  partial = path.with_suffix(".jsonl.partial")
+  partial.write_text("".join(line + "\n" for line in kept))
+  os.replace(partial, path)
+
+
+def format_duration(seconds: float) -> str:
+  seconds = max(0, round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def progress_line(step: int, total_steps: int, metrics: dict[str, float], eta_seconds: float) -> str:
+  """'step  120/1000 | loss 0.4321 | top1 87.50% | lr 0.0800 | 1,234 img/s | ETA 1m23s'."""
+  width = len(str(total_steps))
+  return (f"step {step:>{width}}/{total_steps} | loss {metrics['loss']:.4f} | "
+          f"top1 {100 * metrics['top1']:6.2f}% | lr {metrics['learning_rate']:.4g} | "
+          f"{metrics['images_per_second']:,.0f} img/s | ETA {format_duration(eta_seconds)}")
+
+
+def eval_line(step: int, metrics: dict[str, float]) -> str:
+  return (f"eval at step {step}: loss {metrics['loss']:.4f} | top1 {100 * metrics['top1']:.2f}% | "
+          f"top5 {100 * metrics['top5']:.2f}% | {metrics['count']:,.0f} images")
+
+
+class Reporter:
+  """Writes train and eval points to the console, metrics.jsonl and TensorBoard."""
+
+  def __init__(self, workdir: str | pathlib.Path, resume_step: int, active: bool,
+               console: TextIO = sys.stdout):
+    self.active = active
+    self._console = console
+    if not active:
+      return
+    path = pathlib.Path(workdir) / METRICS_FILE
+    if path.exists():
+      _truncate_after(path, resume_step)
+    self._file = path.open("a")
+    self._writer = metric_writers.AsyncWriter(
+        metric_writers.SummaryWriter(str(pathlib.Path(workdir) / "tensorboard")))
+
+  def print(self, text: str) -> None:
+    if self.active:
+      print(text, file=self._console, flush=True)
+
+  def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+    """One record {"step", "split", **metrics} in metrics.jsonl and TensorBoard (`split/name`)."""
+    if not self.active:
+      return
+    self._file.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+    self._file.flush()
+    self._writer.write_scalars(step, {f"{split}/{name}": value for name, value in metrics.items()})
+
+  def close(self) -> None:
+    if self.active:
+      self._file.close()
+      self._writer.close()

@@ -1,0 +1,139 @@
+"""The train state and the per-device train and eval steps (wrapped in pmap by `devices`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from inception_jax.models import init_variables
+from inception_jax.models.googlenet import GoogLeNet
+from inception_jax.training.devices import AXIS
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+TRAIN_SUMS = ("loss", "aux_loss", "correct", "count")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs to continue exactly where the saved one was.
+
+  `rng` is the key data every dropout key is folded from (with the step and the device), and
+  `train_sums` the metric sums since the last log line, so a resumed run logs the same numbers.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  ema_params: Any  # Polyak average of `params` when config.ema_decay > 0, else {}
+  rng: jax.Array
+  train_sums: Metrics
+
+  def eval_params(self) -> Any:
+    """The averaged weights when Polyak averaging is on (the paper's test-time model)."""
+    return self.ema_params or self.params
+
+
+def zero_sums() -> Metrics:
+  return {name: jnp.zeros((), jnp.float32) for name in TRAIN_SUMS}
+
+
+def create_train_state(config: ml_collections.ConfigDict, model: GoogLeNet,
+                       tx: optax.GradientTransformation) -> TrainState:
+  """Initial state from config.seed: parameters, optimizer state, EMA copy, dropout key.
+
+  One jitted program: built op by op, the optimizer's zeros alone cost a compile per shape.
+  """
+
+  def create() -> TrainState:
+    init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+    variables = init_variables(model, init_rng, (config.image_size, config.image_size, 3))
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+        ema_params=params if config.ema_decay > 0 else {},
+        rng=jax.random.key_data(dropout_rng), train_sums=zero_sums())
+
+  return jax.jit(create)()
+
+
+def _images(batch: Batch) -> jax.Array:
+  """uint8 [0, 255] -> float32 [-1, 1]; the model casts to its compute dtype."""
+  return batch["image"].astype(jnp.float32) * (2.0 / 255.0) - 1.0
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
+  """Per-example cross entropy against (optionally smoothed) one-hot labels."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """1.0 where the label is among the top-k logits."""
+  top = jax.lax.top_k(logits, min(k, logits.shape[-1]))[1]
+  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict) -> Callable[[TrainState, Batch], TrainState]:
+  """One SGD step on this device's slice of the batch, synchronised over AXIS."""
+
+  def loss_fn(params, state: TrainState, batch: Batch, dropout_rng: jax.Array):
+    output, updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, _images(batch), train=True,
+        mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+    labels = batch["label"]
+    main = _cross_entropy(output.logits, labels, config.label_smoothing).mean()
+    aux = sum((_cross_entropy(logits, labels, config.label_smoothing).mean()
+               for logits in output.aux_logits), jnp.zeros(()))
+    return main + config.aux_loss_weight * aux, (main, aux, output.logits, updates)
+
+  def train_step(state: TrainState, batch: Batch) -> TrainState:
+    dropout_rng = jax.random.fold_in(
+        jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step),
+        jax.lax.axis_index(AXIS))
+    grads, (main, aux, logits, updates) = jax.grad(loss_fn, has_aux=True)(
+        state.params, state, batch, dropout_rng)
+    grads = jax.lax.pmean(grads, AXIS)
+    changes, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, changes)
+
+    ema_params = state.ema_params
+    if config.ema_decay > 0:  # warm-up as in tf.train.ExponentialMovingAverage(num_updates)
+      decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+      ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+
+    count = batch["label"].shape[0]
+    step_sums = jax.lax.psum({
+        "loss": main * count, "aux_loss": aux * count,
+        "correct": _correct(logits, batch["label"], 1).sum(),
+        "count": jnp.asarray(count, jnp.float32)}, AXIS)
+    return state.replace(
+        step=state.step + 1, params=params, batch_stats=updates.get("batch_stats", {}),
+        opt_state=opt_state, ema_params=ema_params,
+        train_sums=jax.tree.map(jnp.add, state.train_sums, step_sums))
+
+  return train_step
+
+
+def make_eval_step(model: GoogLeNet) -> Callable[[TrainState, Batch], Metrics]:
+  """Sums of loss, top-1 and top-5 hits and real examples (padding masked out) over AXIS."""
+
+  def eval_step(state: TrainState, batch: Batch) -> Metrics:
+    logits = model.apply({"params": state.eval_params(), "batch_stats": state.batch_stats},
+                         _images(batch), train=False).logits
+    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+    return jax.lax.psum({
+        "loss": (_cross_entropy(logits, labels) * mask).sum(),
+        "top1": (_correct(logits, labels, 1) * mask).sum(),
+        "top5": (_correct(logits, labels, 5) * mask).sum(),
+        "count": mask.sum()}, AXIS)
+
+  return eval_step

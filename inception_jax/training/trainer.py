@@ -1,0 +1,259 @@
+"""`train_and_evaluate(config, workdir)` and `evaluate(config, workdir)`: data, model and steps composed.
+
+A run is a pure function of its config: parameters, dropout, shuffles and augmentations all come
+from `config.seed`, and the checkpoint holds every piece of state, so a run that is stopped
+(SIGTERM, SIGKILL, a crash) and started again with the same command ends exactly where it would
+have without the interruption.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from inception_jax.data import input_pipeline
+from inception_jax.errors import ConfigError
+from inception_jax.models import build_model
+from inception_jax.training import devices, optim
+from inception_jax.training.checkpoints import Checkpoints
+from inception_jax.training.reporting import Reporter, eval_line, progress_line
+from inception_jax.training.steps import (TrainState, create_train_state, make_eval_step,
+                                          make_train_step, zero_sums)
+
+COMPILATION_CACHE = pathlib.Path.home() / ".cache" / "inception-jax" / "jax"
+
+
+class Interrupted(Exception):
+  """SIGTERM arrived; the state was checkpointed at `step`. Rerunning the command resumes."""
+
+  def __init__(self, step: int):
+    super().__init__(step)
+    self.step = step
+
+
+def _use_compilation_cache() -> None:
+  """Keeps compiled steps on disk: a resumed or repeated run skips most of the compile time."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir",
+                      os.environ.get("JAX_COMPILATION_CACHE_DIR", str(COMPILATION_CACHE)))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _check(config: ml_collections.ConfigDict) -> None:
+  """Checks the training fields that no library checks for us."""
+  rules = [
+      ("batch_size", config.batch_size >= 1, "at least 1"),
+      ("learning_rate", config.learning_rate > 0, "positive"),
+      ("lr_reference_batch", config.lr_reference_batch >= 1, "at least 1"),
+      ("num_epochs", config.num_epochs > 0 or config.num_train_steps > 0, "positive"),
+      ("warmup_epochs", config.warmup_epochs >= 0, "0 or more"),
+      ("weight_decay", config.weight_decay >= 0, "0 or more"),
+      ("ema_decay", 0 <= config.ema_decay < 1, "in [0, 1)"),
+      ("label_smoothing", 0 <= config.label_smoothing < 1, "in [0, 1)"),
+      ("aux_loss_weight", config.aux_loss_weight >= 0, "0 or more"),
+      ("log_every_steps", config.log_every_steps >= 1, "at least 1"),
+      ("eval_every_steps", config.eval_every_steps >= 0, "0 (only at the end) or more"),
+      ("checkpoint_every_steps", config.checkpoint_every_steps >= 1, "at least 1"),
+      ("keep_checkpoints", config.keep_checkpoints >= 1, "at least 1"),
+      ("image_size", config.image_size >= 1, "at least 1"),
+      ("data.eval_crop_fraction", 0 < config.data.eval_crop_fraction <= 1, "in (0, 1]"),
+      ("augment.area_range", 0 < config.augment.area_range[0] <= config.augment.area_range[1] <= 1,
+       "(low, high) with 0 < low <= high <= 1"),
+      ("augment.aspect_ratio_range",
+       0 < config.augment.aspect_ratio_range[0] <= config.augment.aspect_ratio_range[1],
+       "(low, high) with 0 < low <= high"),
+  ]
+  for field, valid, expected in rules:
+    if not valid:
+      value = config
+      for part in field.split("."):
+        value = value[part]
+      raise ConfigError(f"{field}={value!r} must be {expected}.")
+
+
+class _Run:
+  """The pieces of a run that train and eval share, built and checked before anything is written."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    _check(config)
+    _use_compilation_cache()
+    devices.initialize(config.distributed)
+    self.config = config
+    self.workdir = pathlib.Path(workdir)
+    self.local_batch = devices.local_batch_size(config.batch_size)
+    self.builder = input_pipeline.prepare(config.data)
+    classes = input_pipeline.num_classes(self.builder)
+    if classes != config.model.num_classes:
+      raise ConfigError(f"dataset {config.data.name!r} has {classes} classes but "
+                        f"model.num_classes={config.model.num_classes}; set "
+                        f"--config.model.num_classes={classes}.")
+    self.train_examples = input_pipeline.num_examples(self.builder, config.data.train_split)
+    self.steps_per_epoch = self.train_examples // config.batch_size
+    if self.steps_per_epoch < 1:
+      raise ConfigError(f"batch_size={config.batch_size} is larger than the "
+                        f"{self.train_examples} training examples; lower it.")
+    self.total_steps = (config.num_train_steps if config.num_train_steps > 0
+                        else round(config.num_epochs * self.steps_per_epoch))
+    self.model = build_model(config.model, bn_axis_name=devices.AXIS)
+    self.schedule = optim.learning_rate_schedule(config, self.total_steps, self.steps_per_epoch)
+    self.tx = optim.optimizer(config, self.schedule)
+
+  def abstract_state(self) -> TrainState:
+    """The state's shapes and dtypes, placed as the pmapped steps want them, without computing it."""
+    shapes = jax.eval_shape(lambda: create_train_state(self.config, self.model, self.tx))
+    sharding = devices.replicated()
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+  def eval_batches(self) -> tuple[tf.data.Dataset, int]:
+    return input_pipeline.eval_dataset(
+        self.builder, self.config, local_batch=self.local_batch,
+        process_index=devices.process_index(), process_count=devices.process_count())
+
+  def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    dataset = input_pipeline.train_dataset(
+        self.builder, self.config, local_batch=self.local_batch, start_step=start_step,
+        process_index=devices.process_index(), process_count=devices.process_count())
+    return tfds.as_numpy(dataset)
+
+
+def _evaluate(eval_step, state: TrainState, batches: tf.data.Dataset) -> dict[str, float]:
+  """Loss, top-1 and top-5 over the whole eval split (every process's share)."""
+  sums = None
+  for batch in devices.prefetch(tfds.as_numpy(batches)):
+    step_sums = eval_step(state, batch)
+    sums = step_sums if sums is None else jax.tree.map(np.add, sums, step_sums)
+  sums = jax.device_get(sums)
+  count = float(sums["count"])
+  return {"loss": float(sums["loss"]) / count, "top1": float(sums["top1"]) / count,
+          "top5": float(sums["top5"]) / count, "count": count}
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
+  """config.json holds the resolved config; a different earlier one is kept beside it."""
+  path = workdir / "config.json"
+  text = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+  if path.exists() and path.read_text() != text:
+    path.rename(workdir / f"config.until-step-{step}.json")
+  path.write_text(text)
+
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[list[bool]]:
+  """A list that becomes non-empty when SIGTERM arrives (instead of the process dying)."""
+  received: list[bool] = []
+  previous = signal.signal(signal.SIGTERM, lambda *_: received.append(True))
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any]]:
+  """The latest checkpoint's state and progress, else a fresh state; touches nothing on disk."""
+  if (run.workdir / "checkpoints").is_dir():
+    existing = Checkpoints(run.workdir, read_only=True)
+    try:
+      if existing.latest_step() is not None:  # refuses another model's checkpoint
+        return existing.restore(run.abstract_state())
+    finally:
+      existing.close()
+  state = create_train_state(run.config, run.model, run.tx)
+  return devices.put_state(state), {"step": 0, "seconds": 0.0}
+
+
+def _train_metrics(sums: dict[str, np.ndarray], learning_rate: float, images_per_second: float,
+                   seconds: float) -> dict[str, float]:
+  count = sums["count"]
+  return {"loss": float(sums["loss"] / count), "aux_loss": float(sums["aux_loss"] / count),
+          "top1": float(sums["correct"] / count), "learning_rate": learning_rate,
+          "images_per_second": images_per_second, "seconds": seconds}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (or resumes) the configured run in `workdir`; evaluates every eval_every_steps.
+
+  Raises Interrupted after checkpointing when the process gets SIGTERM.
+  """
+  run = _Run(config, workdir)
+  with _sigterm_flag() as terminated:
+    state, progress = _restore_or_create(run)
+    start_step = progress["step"]
+    is_chief = devices.process_index() == 0
+    if is_chief:
+      run.workdir.mkdir(parents=True, exist_ok=True)
+      _write_config(config, run.workdir, start_step)
+    checkpoints = Checkpoints(run.workdir, keep=config.keep_checkpoints)
+    reporter = Reporter(run.workdir, start_step, active=is_chief)
+    params = sum(x.size for x in jax.tree.leaves(state.params))
+    reporter.print(
+        f"{'Resuming at step ' + str(start_step) if start_step else 'Training'}: GoogLeNet "
+        f"({config.model.module} modules, {params:,} parameters) on {config.data.name}, "
+        f"{run.train_examples:,} training images, batch {config.batch_size} over "
+        f"{jax.device_count()} device(s), {run.total_steps} steps "
+        f"({run.total_steps / run.steps_per_epoch:.1f} epochs); workdir {run.workdir}")
+
+    train_step = devices.parallel(make_train_step(run.model, run.tx, config))
+    eval_step = devices.parallel_eval(make_eval_step(run.model))
+    eval_batches, _ = run.eval_batches()
+    batches = devices.prefetch(run.train_batches(start_step))
+    start_time = time.monotonic() - progress["seconds"]
+    window_start, window_first_step = time.monotonic(), start_step
+    try:
+      for step in range(start_step + 1, run.total_steps + 1):
+        state = train_step(state, next(batches))
+        progress.update(step=step, seconds=time.monotonic() - start_time,
+                        examples_seen=step * config.batch_size, epoch=step // run.steps_per_epoch)
+        last = step == run.total_steps
+        if step % config.log_every_steps == 0 or last:
+          sums = jax.device_get(state.train_sums)
+          state = state.replace(train_sums=devices.put_state(zero_sums()))
+          now = time.monotonic()
+          seconds_per_step = (now - window_start) / (step - window_first_step)
+          metrics = _train_metrics(sums, float(run.schedule(step - 1)),
+                                   config.batch_size / seconds_per_step, progress["seconds"])
+          reporter.write(step, "train", metrics)
+          reporter.print(progress_line(step, run.total_steps, metrics,
+                                       seconds_per_step * (run.total_steps - step)))
+          window_start, window_first_step = now, step
+        if step % config.checkpoint_every_steps == 0 or last or terminated:
+          if step not in checkpoints.all_steps():
+            checkpoints.save(step, state, dict(progress))
+        if config.eval_every_steps and step % config.eval_every_steps == 0 or last:
+          eval_start = time.monotonic()
+          metrics = {**_evaluate(eval_step, state, eval_batches), "seconds": progress["seconds"]}
+          reporter.write(step, "eval", metrics)
+          reporter.print(eval_line(step, metrics))
+          window_start += time.monotonic() - eval_start  # images/s counts training time only
+        if terminated:
+          raise Interrupted(step)
+    finally:
+      checkpoints.close()
+      reporter.close()
+  return state
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             step: int | None = None) -> dict[str, float]:
+  """Evaluates the checkpoint at `step` (default: the latest) in `workdir`; writes nothing."""
+  run = _Run(config, workdir)
+  if not (run.workdir / "checkpoints").is_dir():
+    raise ConfigError(f"{run.workdir} has no checkpoints; train first with "
+                      f"`inception-jax train --config ... --workdir {workdir}`.")
+  checkpoints = Checkpoints(run.workdir, read_only=True)
+  state, progress = checkpoints.restore(run.abstract_state(), step)
+  checkpoints.close()
+  eval_batches, _ = run.eval_batches()
+  metrics = _evaluate(devices.parallel_eval(make_eval_step(run.model)), state, eval_batches)
+  print(eval_line(progress["step"], metrics))
+  return {"step": progress["step"], **metrics}

@@ -1,0 +1,231 @@
+"""Real training runs on the embedded digits: resume after SIGKILL, SIGTERM, two devices, errors.
+
+Runs are 12 steps of configs/default.py. Most go through the `inception-jax` command in a
+subprocess (a fresh process is what a kill, a signal or a device count needs); the reference run
+is in-process and shared.
+"""
+
+import hashlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from inception_jax.main import main
+from inception_jax.training.reporting import read_metrics
+from inception_jax.training.trainer import evaluate, train_and_evaluate
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEPS = 12
+TIMING = ("images_per_second", "seconds")  # the only fields allowed to differ between runs
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
+def tiny(data_dir):
+  """Overrides that make configs/default.py a 12-step run with checkpoints every 4 steps."""
+  return {"num_train_steps": STEPS, "log_every_steps": 4, "checkpoint_every_steps": 4,
+          "eval_every_steps": 8, "data.dir": str(data_dir)}
+
+
+def _command(command, workdir, overrides, extra=()):
+  args = [sys.executable, "-m", "inception_jax.main", command,
+          "--config", str(ROOT / "configs" / "default.py"), "--workdir", str(workdir)]
+  return args + [f"--config.{key}={value}" for key, value in overrides.items()] + list(extra)
+
+
+def _env(devices=1):
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(ROOT / ".pytest_cache" / "jax"),
+             TF_CPP_MIN_LOG_LEVEL="2")
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+def _run(command, workdir, overrides, devices=1, extra=()):
+  return subprocess.run(_command(command, workdir, overrides, extra), env=_env(devices),
+                        capture_output=True, text=True, timeout=600)
+
+
+def _start(workdir, overrides):
+  return subprocess.Popen(_command("train", workdir, overrides), env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: pathlib.Path, process: subprocess.Popen, timeout=300):
+  """Waits until `path` exists and is not empty."""
+  deadline = time.monotonic() + timeout
+  while not (path.exists() and (path.is_dir() or path.stat().st_size)):
+    assert process.poll() is None, process.communicate()
+    assert time.monotonic() < deadline, f"{path} never appeared"
+    time.sleep(0.05)
+
+
+def _state(workdir, step=STEPS):
+  """The saved state as {"params": {name: array}, ...}, whatever device count saved it."""
+  path = pathlib.Path(workdir) / "checkpoints" / str(step) / "state"
+  checkpointer = ocp.StandardCheckpointer()
+  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here),
+                        checkpointer.metadata(path).item_metadata.tree)
+  state = checkpointer.restore(path, target)
+  return {part: dict(_flatten(state[part])) for part in ("params", "batch_stats", "opt_state")}
+
+
+def _flatten(tree, prefix=""):
+  items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+  for key, value in items:
+    if isinstance(value, (dict, list, tuple)):
+      yield from _flatten(value, f"{prefix}{key}/")
+    else:
+      yield f"{prefix}{key}", np.asarray(value)
+
+
+def _norm(arrays):
+  return np.sqrt(sum(np.sum(np.square(a)) for a in arrays))
+
+
+def _without_timing(records):
+  return [{k: v for k, v in record.items() if k not in TIMING} for record in records]
+
+
+def _digest(folder: pathlib.Path) -> dict[str, str]:
+  return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+          for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="session")
+def reference(load, tiny, tmp_path_factory):
+  """One uninterrupted 12-step run, in this process."""
+  workdir = tmp_path_factory.mktemp("reference")
+  train_and_evaluate(load("default.py", tiny), str(workdir))
+  return workdir
+
+
+def test_training_writes_config_metrics_checkpoints_and_events(reference, load, tiny):
+  assert (reference / "config.json").exists()
+  assert sorted(int(p.name) for p in (reference / "checkpoints").iterdir()) == [4, 8, 12]
+  assert list((reference / "tensorboard").glob("events.out.tfevents.*"))
+  records = read_metrics(reference)
+  assert [(r["step"], r["split"]) for r in records] == [
+      (4, "train"), (8, "train"), (8, "eval"), (12, "train"), (12, "eval")]
+  for record in records:
+    assert {"loss", "top1"} <= record.keys() and np.isfinite(record["loss"])
+  train = [r for r in records if r["split"] == "train"]
+  assert all({"learning_rate", "images_per_second"} <= r.keys() for r in train)
+  assert train[-1]["loss"] < train[0]["loss"]  # it learns
+  final = records[-1]
+  assert final["count"] == 360 and 0 < final["top1"] <= final["top5"] <= 1.0
+  # `eval` re-evaluates the saved step and gets the numbers the run logged.
+  again = evaluate(load("default.py", tiny), str(reference))
+  assert again["step"] == STEPS
+  assert again["top1"] == final["top1"] and again["loss"] == pytest.approx(final["loss"], rel=1e-6)
+
+
+def test_sigkill_then_resume_matches_the_uninterrupted_run(reference, tiny, tmp_path):
+  process = _start(tmp_path, tiny)
+  _wait_for(tmp_path / "checkpoints" / "4", process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (tmp_path / "checkpoints" / str(STEPS)).exists(), "killed too late to test resuming"
+
+  resumed = _run("train", tmp_path, tiny)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "Resuming at step" in resumed.stdout
+  ours, theirs = _state(tmp_path)["params"], _state(reference)["params"]
+  assert ours.keys() == theirs.keys()
+  for name in ours:
+    np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+  assert _without_timing(read_metrics(tmp_path)) == _without_timing(read_metrics(reference))
+
+
+def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path):
+  process = _start(tmp_path, tiny)
+  _wait_for(tmp_path / "checkpoints" / "4", process)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM, stderr
+  step = int(stderr.split("saved a checkpoint at step ")[1].split(";")[0])
+  assert 4 < step < STEPS
+  assert step in [int(p.name) for p in (tmp_path / "checkpoints").iterdir()]
+  assert read_metrics(tmp_path)[-1]["step"] <= step
+
+
+def test_two_devices_give_the_one_device_result(load, tiny, tmp_path):
+  """One step on 2 devices against 1: same loss, BatchNorm statistics and update.
+
+  One step, because BatchNorm + ReLU makes the gradient of this tiny net discontinuous at
+  rounding level (a channel that is constant over the batch normalises to +-1e-7, and ReLU passes
+  it or not): even reversing the batch on one device moves a step's update by ~0.3%, and training
+  amplifies that. Without the pmean/psum over devices the differences would be of order one.
+  """
+  overrides = {**tiny, "num_train_steps": 1, "warmup_epochs": 0.0, "log_every_steps": 1,
+               "model.dropout": 0.0, "model.aux_dropout": 0.0}  # dropout masks are per device
+  two = _run("train", tmp_path / "two", overrides, devices=2)
+  assert two.returncode == 0, two.stderr
+  assert "over 2 device(s)" in two.stdout
+  train_and_evaluate(load("default.py", overrides), str(tmp_path / "one"))
+  one, two = (_state(tmp_path / run, step=1) for run in ("one", "two"))
+
+  one_train, two_train = (read_metrics(tmp_path / run)[0] for run in ("one", "two"))
+  assert two_train["loss"] == pytest.approx(one_train["loss"], rel=1e-6)
+  assert two_train["top1"] == one_train["top1"]
+  for name in one["batch_stats"]:
+    np.testing.assert_allclose(two["batch_stats"][name], one["batch_stats"][name],
+                               rtol=1e-5, atol=1e-6, err_msg=name)
+  # SGD's momentum buffer after one step is the gradient, averaged over the devices.
+  gradients = [name for name in one["opt_state"] if "trace" in name]
+  assert gradients
+  difference = _norm(two["opt_state"][name] - one["opt_state"][name] for name in gradients)
+  assert difference < 0.01 * _norm(one["opt_state"][name] for name in gradients)
+
+
+def test_a_checkpoint_of_another_model_is_refused_and_left_untouched(reference, tiny, tmp_path):
+  workdir = tmp_path / "run"
+  subprocess.run(["cp", "-r", str(reference), str(workdir)], check=True)
+  before = _digest(workdir)
+  result = _run("train", workdir, {**tiny, "model.width_multiplier": 0.5})
+  assert result.returncode == 2
+  assert "holds a checkpoint (step 12) of a different model" in result.stderr
+  assert "params/aux_4a/conv/conv/kernel: (1, 1, 128, 32) in the checkpoint, (1, 1, 256, 64)" in result.stderr and "Nothing was changed" in result.stderr
+  assert _digest(workdir) == before
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.widht_multiplier": 0.5}, "did you mean 'model.width_multiplier'"),
+    ({"batch_size": "big"}, "config.batch_size expects a int, got 'big'"),
+    ({"data.name": "cifar100000"}, "is not a TFDS dataset"),
+    ({"schedule": "cosin"}, "did you mean 'cosine'"),
+])
+def test_bad_config_is_one_clear_message(overrides, message, tiny, tmp_path, capsys):
+  overrides = {**tiny, "data.dir": str(tmp_path / "tfds"), **overrides}
+  code = main(_command("train", tmp_path / "run", overrides)[3:])
+  error = capsys.readouterr().err
+  assert code == 2 and message in error, error
+  assert error.count("error:") == 1
+  assert not (tmp_path / "run").exists()
+
+
+def test_imagenet_message_says_what_to_download_and_where(tmp_path, capsys):
+  overrides = {"data.name": "imagenet2012", "data.dir": str(tmp_path), "model.num_classes": 1000}
+  assert main(_command("train", tmp_path / "run", overrides)[3:]) == 2
+  error = capsys.readouterr().err
+  assert "needs files you download yourself" in error and "ILSVRC2012_img_train.tar" in error and str(tmp_path / "downloads" / "manual") in error
+  assert "--config.data.manual_dir" in error
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused(tiny, tmp_path):
+  result = _run("train", tmp_path / "run", {**tiny, "batch_size": 127}, devices=2)
+  assert result.returncode == 2, result.stderr
+  assert "batch_size=127 does not divide over the 2 devices" in result.stderr
+  assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
