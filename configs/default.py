@@ -29,8 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128
   config.learning_rate = 0.2
   config.warmup_epochs = 1.0
-  config.num_epochs = 30.0
+  config.num_epochs = 20.0
   config.log_every_steps = 20
-  config.eval_every_steps = 110
-  config.checkpoint_every_steps = 110
+  config.eval_every_steps = 55   # every 5 epochs
+  config.checkpoint_every_steps = 55
   return config

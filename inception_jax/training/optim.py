@@ -59,6 +59,9 @@ def _decay_mask(params: optax.Params) -> optax.Params:
 
 
 def _sgd(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+  if config.nesterov and not config.momentum:
+    raise ConfigError("nesterov=True needs momentum > 0; set --config.momentum=0.9 or "
+                      "--config.nesterov=False.")
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay, _decay_mask),
       optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))

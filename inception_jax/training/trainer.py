@@ -207,11 +207,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     eval_step = devices.parallel_eval(make_eval_step(run.model))
     eval_batches, _ = run.eval_batches()
     batches = devices.prefetch(run.train_batches(start_step))
+    if start_step >= run.total_steps:
+      reporter.print(f"Nothing to do: the run already reached step {run.total_steps}. "
+                     f"`inception-jax eval` evaluates it; more steps need a new --workdir or a "
+                     f"larger num_epochs / num_train_steps.")
     start_time = time.monotonic() - progress["seconds"]
     window_start, window_first_step = time.monotonic(), start_step
     try:
       for step in range(start_step + 1, run.total_steps + 1):
         state = train_step(state, next(batches))
+        if step == start_step + 1:  # compilation: time the throughput from the next step on
+          jax.block_until_ready(state.step)
+          first_step_seconds = time.monotonic() - window_start
+          reporter.print(f"First step, compilation included: {first_step_seconds:.1f}s")
+          window_start, window_first_step = time.monotonic(), step
         progress.update(step=step, seconds=time.monotonic() - start_time,
                         examples_seen=step * config.batch_size, epoch=step // run.steps_per_epoch)
         last = step == run.total_steps
@@ -219,7 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           sums = jax.device_get(state.train_sums)
           state = state.replace(train_sums=devices.put_state(zero_sums()))
           now = time.monotonic()
-          seconds_per_step = (now - window_start) / (step - window_first_step)
+          seconds_per_step = ((now - window_start) / (step - window_first_step)
+                              if step > window_first_step else first_step_seconds)
           metrics = _train_metrics(sums, float(run.schedule(step - 1)),
                                    config.batch_size / seconds_per_step, progress["seconds"])
           reporter.write(step, "train", metrics)
