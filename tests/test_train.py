@@ -9,6 +9,7 @@ import hashlib
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -229,3 +230,24 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused(tiny, tmp_path)
   assert result.returncode == 2, result.stderr
   assert "batch_size=127 does not divide over the 2 devices" in result.stderr
   assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_two_processes_train_as_one_job(tiny, tmp_path):
+  """Multi-host on one machine: two processes, one CPU device each, joined by the coordinator."""
+  with socket.socket() as probe:
+    probe.bind(("localhost", 0))
+    port = probe.getsockname()[1]
+  overrides = {**tiny, "num_train_steps": 4, "checkpoint_every_steps": 2, "log_every_steps": 2,
+               "warmup_epochs": 0.0, "distributed.coordinator_address": f"localhost:{port}",
+               "distributed.num_processes": 2}
+  env = dict(_env(), JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+  processes = [subprocess.Popen(
+      _command("train", tmp_path, {**overrides, "distributed.process_id": index}), env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
+  outputs = [process.communicate(timeout=600) for process in processes]
+  assert [process.returncode for process in processes] == [0, 0], outputs
+  assert "over 2 device(s)" in outputs[0][0] and "step 4/4" in outputs[0][0]
+  assert "Training" not in outputs[1][0] and "step " not in outputs[1][0]  # only process 0 reports
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [2, 4]
+  final = read_metrics(tmp_path)[-1]
+  assert final["split"] == "eval" and final["count"] == 360  # each process evaluated its half

@@ -45,6 +45,21 @@ def _launched_as_several_processes() -> bool:
           or "JAX_COORDINATOR_ADDRESS" in env)
 
 
+def process_zero_first(work: Callable[[], Any]) -> Any:
+  """Runs `work` in process 0, then in the others once it is done.
+
+  For preparing a dataset: on a shared disk the others find it ready; on per-host disks each
+  builds its own; never do two processes write the same files at once.
+  """
+  if jax.process_count() == 1:
+    return work()
+  from jax.experimental import multihost_utils  # noqa: PLC0415 (multi-process only)
+
+  result = work() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("inception_jax: process 0 ran first")
+  return result if jax.process_index() == 0 else work()
+
+
 def process_index() -> int:
   return jax.process_index()
 
@@ -86,6 +101,28 @@ def replicated() -> NamedSharding:
 def put_state(state: Any) -> Any:
   """The train state, placed where the pmapped steps want it."""
   return jax.device_put(state, replicated())
+
+
+def _rewrap(tree: Any, mesh: Mesh) -> Any:
+  """The same per-device buffers, viewed as replicated over `mesh` (no copy)."""
+  sharding = NamedSharding(mesh, PartitionSpec())
+  return jax.tree.map(lambda x: jax.make_array_from_single_device_arrays(
+      x.shape, sharding, [shard.data for shard in x.addressable_shards]), tree)
+
+
+def checkpoint_sharding() -> NamedSharding:
+  """Checkpoints hold global arrays, replicated over every process's devices."""
+  return NamedSharding(Mesh(np.array(jax.devices()), (AXIS,)), PartitionSpec())
+
+
+def to_checkpoint(state: Any) -> Any:
+  """The pmapped steps' process-local state as global arrays, which orbax can save."""
+  return _rewrap(state, checkpoint_sharding().mesh)
+
+
+def from_checkpoint(state: Any) -> Any:
+  """A restored global state as the process-local state the pmapped steps take."""
+  return _rewrap(state, _mesh())
 
 
 def put_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:

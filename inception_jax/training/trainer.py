@@ -92,7 +92,7 @@ class _Run:
     self.config = config
     self.workdir = pathlib.Path(workdir)
     self.local_batch = devices.local_batch_size(config.batch_size)
-    self.builder = input_pipeline.prepare(config.data)
+    self.builder = devices.process_zero_first(lambda: input_pipeline.prepare(config.data))
     classes = input_pipeline.num_classes(self.builder)
     if classes != config.model.num_classes:
       raise ConfigError(f"dataset {config.data.name!r} has {classes} classes but "
@@ -110,9 +110,9 @@ class _Run:
     self.tx = optim.optimizer(config, self.schedule)
 
   def abstract_state(self) -> TrainState:
-    """The state's shapes and dtypes, placed as the pmapped steps want them, without computing it."""
+    """The state's shapes and dtypes, laid out as in a checkpoint, without computing it."""
     shapes = jax.eval_shape(lambda: create_train_state(self.config, self.model, self.tx))
-    sharding = devices.replicated()
+    sharding = devices.checkpoint_sharding()
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
   def eval_batches(self) -> tuple[tf.data.Dataset, int]:
@@ -165,7 +165,8 @@ def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any]]:
     existing = Checkpoints(run.workdir, read_only=True)
     try:
       if existing.latest_step() is not None:  # refuses another model's checkpoint
-        return existing.restore(run.abstract_state())
+        state, progress = existing.restore(run.abstract_state())
+        return devices.from_checkpoint(state), progress
     finally:
       existing.close()
   state = create_train_state(run.config, run.model, run.tx)
@@ -238,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           window_start, window_first_step = now, step
         if step % config.checkpoint_every_steps == 0 or last or terminated:
           if step not in checkpoints.all_steps():
-            checkpoints.save(step, state, dict(progress))
+            checkpoints.save(step, devices.to_checkpoint(state), dict(progress))
         if config.eval_every_steps and step % config.eval_every_steps == 0 or last:
           eval_start = time.monotonic()
           metrics = {**_evaluate(eval_step, state, eval_batches), "seconds": progress["seconds"]}
@@ -262,6 +263,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
                       f"`inception-jax train --config ... --workdir {workdir}`.")
   checkpoints = Checkpoints(run.workdir, read_only=True)
   state, progress = checkpoints.restore(run.abstract_state(), step)
+  state = devices.from_checkpoint(state)
   checkpoints.close()
   eval_batches, _ = run.eval_batches()
   metrics = _evaluate(devices.parallel_eval(make_eval_step(run.model)), state, eval_batches)
