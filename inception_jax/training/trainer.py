@@ -9,6 +9,7 @@ have without the interruption.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pathlib
 import signal
@@ -115,10 +116,10 @@ class _Run:
     sharding = devices.checkpoint_sharding()
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
-  def eval_batches(self) -> tuple[tf.data.Dataset, int]:
+  def eval_batches(self) -> tf.data.Dataset:
     return input_pipeline.eval_dataset(
         self.builder, self.config, local_batch=self.local_batch,
-        process_index=devices.process_index(), process_count=devices.process_count())
+        process_index=devices.process_index(), process_count=devices.process_count())[0]
 
   def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
     dataset = input_pipeline.train_dataset(
@@ -144,7 +145,12 @@ def _write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, step
   path = workdir / "config.json"
   text = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
   if path.exists() and path.read_text() != text:
-    path.rename(workdir / f"config.until-step-{step}.json")
+    earlier = workdir / f"config.until-step-{step}.json"
+    for attempt in itertools.count(2):
+      if not earlier.exists():
+        break
+      earlier = workdir / f"config.until-step-{step}.{attempt}.json"
+    path.rename(earlier)
   path.write_text(text)
 
 
@@ -206,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     train_step = devices.parallel(make_train_step(run.model, run.tx, config))
     eval_step = devices.parallel_eval(make_eval_step(run.model))
-    eval_batches, _ = run.eval_batches()
+    eval_batches = run.eval_batches()
     batches = devices.prefetch(run.train_batches(start_step))
     if start_step >= run.total_steps:
       reporter.print(f"Nothing to do: the run already reached step {run.total_steps}. "
@@ -265,7 +271,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   state, progress = checkpoints.restore(run.abstract_state(), step)
   state = devices.from_checkpoint(state)
   checkpoints.close()
-  eval_batches, _ = run.eval_batches()
+  eval_batches = run.eval_batches()
   metrics = _evaluate(devices.parallel_eval(make_eval_step(run.model)), state, eval_batches)
   print(eval_line(progress["step"], metrics))
   return {"step": progress["step"], **metrics}
