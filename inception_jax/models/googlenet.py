@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from inception_jax.errors import ConfigError
 from inception_jax.models.branch import BranchSpec, Branch, Conv
 from inception_jax.models.layers import (
-    ConvUnit, GlobalAvgPool, LocalResponseNorm, MaxPool, adaptive_avg_pool)
+    BatchDropout, ConvUnit, GlobalAvgPool, LocalResponseNorm, MaxPool, adaptive_avg_pool)
 from inception_jax.models.module import InceptionModule
 
 Dtype = Any
@@ -68,6 +68,7 @@ class AuxHead(nn.Module):
   hidden: int
   dropout: float
   conv: Callable[..., nn.Module]
+  batch_axis_name: str | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -78,7 +79,7 @@ class AuxHead(nn.Module):
     x = x.reshape((x.shape[0], -1))
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.relu(dense(self.hidden, name="fc1")(x))
-    x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(x)
+    x = BatchDropout(self.dropout, self.batch_axis_name, name="dropout")(x, train)
     return dense(self.num_classes, name="fc2")(x).astype(jnp.float32)
 
 
@@ -98,7 +99,7 @@ class GoogLeNet(nn.Module):
   batchnorm: bool = False
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-3
-  bn_axis_name: str | None = None
+  batch_axis_name: str | None = None
   dropout: float = 0.4
   aux_from: tuple[str, ...] = ()
   aux_pool: str = "paper"
@@ -111,7 +112,7 @@ class GoogLeNet(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False) -> GoogLeNetOutput:
     conv = functools.partial(
         ConvUnit, batchnorm=self.batchnorm, bn_momentum=self.bn_momentum,
-        bn_epsilon=self.bn_epsilon, bn_axis_name=self.bn_axis_name,
+        bn_epsilon=self.bn_epsilon, batch_axis_name=self.batch_axis_name,
         dtype=self.dtype, param_dtype=self.param_dtype)
     x = x.astype(self.dtype)
 
@@ -136,11 +137,12 @@ class GoogLeNet(nn.Module):
       if train and name in self.aux_from:
         aux_logits.append(AuxHead(
             self.num_classes, self.aux_pool, *self.aux_widths, self.aux_dropout, conv,
+            batch_axis_name=self.batch_axis_name,
             dtype=self.dtype, param_dtype=self.param_dtype,
             name=f"aux_{name.rsplit('_', 1)[-1]}")(x, train))
 
     x = GlobalAvgPool(name="avgpool")(x)
-    x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(x)
+    x = BatchDropout(self.dropout, self.batch_axis_name, name="dropout")(x, train)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                       name="classifier")(x)
     return GoogLeNetOutput(logits.astype(jnp.float32), tuple(aux_logits))

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
@@ -31,7 +32,7 @@ class ConvUnit(nn.Module):
   batchnorm: bool = False
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-3
-  bn_axis_name: str | None = None
+  batch_axis_name: str | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -46,9 +47,34 @@ class ConvUnit(nn.Module):
     if self.batchnorm:
       x = nn.BatchNorm(
           use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-          axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
+          axis_name=self.batch_axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
           use_fast_variance=False, name="bn")(x)
     return nn.relu(x)
+
+
+class BatchDropout(nn.Module):
+  """Dropout whose mask is drawn for the whole batch, even when pmap splits it over devices.
+
+  With `batch_axis_name`, every device draws the global batch's mask from the same key and keeps
+  its own rows, so the device count changes neither the masks nor the result.
+  """
+  rate: float
+  batch_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    if not train or self.rate == 0:
+      return x
+    keep = 1.0 - self.rate
+    rng = self.make_rng("dropout")
+    if self.batch_axis_name is None or self.is_initializing():  # init runs outside pmap
+      mask = jax.random.bernoulli(rng, keep, x.shape)
+    else:
+      devices = jax.lax.axis_size(self.batch_axis_name)
+      mask = jax.random.bernoulli(rng, keep, (devices * x.shape[0], *x.shape[1:]))
+      mask = jax.lax.dynamic_slice_in_dim(
+          mask, jax.lax.axis_index(self.batch_axis_name) * x.shape[0], x.shape[0])
+    return jnp.where(mask, x / keep, 0).astype(x.dtype)
 
 
 def ceil_mode_padding(size: int, window: int, strides: int, pad: int) -> tuple[int, int]:

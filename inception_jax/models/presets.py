@@ -81,10 +81,11 @@ def _check_range(value: float, low: float, high: float, field: str) -> None:
     raise ConfigError(f"{field} must be in [{low}, {high}), got {value!r}.")
 
 
-def build_model(cfg: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> GoogLeNet:
+def build_model(cfg: ml_collections.ConfigDict, batch_axis_name: str | None = None) -> GoogLeNet:
   """Validates the model fields of a config and builds the GoogLeNet they describe.
 
-  `bn_axis_name` is the pmap axis over which BatchNorm averages its batch statistics.
+  `batch_axis_name` is the pmap axis over which BatchNorm averages its batch statistics and
+  dropout draws its masks.
   """
   branches_of = choose(MODULE_KINDS, cfg.module, "model.module")
   lrn, batchnorm = choose(NORMS, cfg.norm, "model.norm")
@@ -130,7 +131,7 @@ def build_model(cfg: ml_collections.ConfigDict, bn_axis_name: str | None = None)
       batchnorm=batchnorm,
       bn_momentum=cfg.bn_momentum,
       bn_epsilon=cfg.bn_epsilon,
-      bn_axis_name=bn_axis_name,
+      batch_axis_name=batch_axis_name,
       dropout=cfg.dropout,
       aux_from=tuple(cfg.aux_from) if cfg.aux_heads else (),
       aux_pool=cfg.aux_pool,

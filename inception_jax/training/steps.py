@@ -24,7 +24,7 @@ TRAIN_SUMS = ("loss", "aux_loss", "correct", "count")
 class TrainState:
   """Everything a resumed run needs to continue exactly where the saved one was.
 
-  `rng` is the key data every dropout key is folded from (with the step and the device), and
+  `rng` is the key data every dropout key is folded from (with the step), and
   `train_sums` the metric sums since the last log line, so a resumed run logs the same numbers.
   """
   step: jax.Array
@@ -96,9 +96,8 @@ def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation,
     return main + config.aux_loss_weight * aux, (main, aux, output.logits, updates)
 
   def train_step(state: TrainState, batch: Batch) -> TrainState:
-    dropout_rng = jax.random.fold_in(
-        jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step),
-        jax.lax.axis_index(AXIS))
+    # The same key on every device: dropout draws the global batch's mask (BatchDropout).
+    dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     grads, (main, aux, logits, updates) = jax.grad(loss_fn, has_aux=True)(
         state.params, state, batch, dropout_rng)
     grads = jax.lax.pmean(grads, AXIS)

@@ -106,7 +106,7 @@ class _Run:
                         f"{self.train_examples} training examples; lower it.")
     self.total_steps = (config.num_train_steps if config.num_train_steps > 0
                         else round(config.num_epochs * self.steps_per_epoch))
-    self.model = build_model(config.model, bn_axis_name=devices.AXIS)
+    self.model = build_model(config.model, batch_axis_name=devices.AXIS)
     self.schedule = optim.learning_rate_schedule(config, self.total_steps, self.steps_per_epoch)
     self.tx = optim.optimizer(config, self.schedule)
 
