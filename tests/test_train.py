@@ -1,6 +1,7 @@
 """Real training runs on the embedded digits: resume after SIGKILL, SIGTERM, two devices, errors.
 
-Runs are 12 steps of configs/default.py. Most go through the `inception-jax` command in a
+Runs are 12 steps of tests/tiny_config.py (configs/default.py with 3 of the 9 Inception modules, so
+that compiling is quick). Most go through the `inception-jax` command in a
 subprocess (a fresh process is what a kill, a signal or a device count needs); the reference run
 is in-process and shared.
 """
@@ -19,11 +20,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from inception_jax.config import load_config
 from inception_jax.main import main
 from inception_jax.training.reporting import read_metrics
 from inception_jax.training.trainer import evaluate, train_and_evaluate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "tests" / "tiny_config.py"
 STEPS = 12
 TIMING = ("images_per_second", "seconds")  # the only fields allowed to differ between runs
 
@@ -35,15 +38,19 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny(data_dir):
-  """Overrides that make configs/default.py a 12-step run with checkpoints every 4 steps."""
+  """Overrides that make the tiny config a 12-step run with checkpoints every 4 steps."""
   return {"num_train_steps": STEPS, "log_every_steps": 4, "checkpoint_every_steps": 4,
           "eval_every_steps": 8, "data.dir": str(data_dir)}
 
 
 def _command(command, workdir, overrides, extra=()):
   args = [sys.executable, "-m", "inception_jax.main", command,
-          "--config", str(ROOT / "configs" / "default.py"), "--workdir", str(workdir)]
+          "--config", str(TINY_CONFIG), "--workdir", str(workdir)]
   return args + [f"--config.{key}={value}" for key, value in overrides.items()] + list(extra)
+
+
+def _tiny_config(overrides):
+  return load_config(str(TINY_CONFIG), overrides)
 
 
 def _env(devices=1):
@@ -106,14 +113,14 @@ def _digest(folder: pathlib.Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def reference(load, tiny, tmp_path_factory):
+def reference(tiny, tmp_path_factory):
   """One uninterrupted 12-step run, in this process."""
   workdir = tmp_path_factory.mktemp("reference")
-  train_and_evaluate(load("default.py", tiny), str(workdir))
+  train_and_evaluate(_tiny_config(tiny), str(workdir))
   return workdir
 
 
-def test_training_writes_config_metrics_checkpoints_and_events(reference, load, tiny):
+def test_training_writes_config_metrics_checkpoints_and_events(reference, tiny):
   assert (reference / "config.json").exists()
   assert sorted(int(p.name) for p in (reference / "checkpoints").iterdir()) == [4, 8, 12]
   assert list((reference / "tensorboard").glob("events.out.tfevents.*"))
@@ -128,9 +135,11 @@ def test_training_writes_config_metrics_checkpoints_and_events(reference, load, 
   final = records[-1]
   assert final["count"] == 360 and 0 < final["top1"] <= final["top5"] <= 1.0
   # `eval` re-evaluates the saved step and gets the numbers the run logged.
-  again = evaluate(load("default.py", tiny), str(reference))
+  again = evaluate(_tiny_config(tiny), str(reference))
   assert again["step"] == STEPS
   assert again["top1"] == final["top1"] and again["loss"] == pytest.approx(final["loss"], rel=1e-6)
+  at_8 = evaluate(_tiny_config(tiny), str(reference), step=8)
+  assert at_8["step"] == 8 and at_8["top1"] == records[2]["top1"]
 
 
 def test_sigkill_then_resume_matches_the_uninterrupted_run(reference, tiny, tmp_path):
@@ -162,7 +171,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path):
   assert read_metrics(tmp_path)[-1]["step"] <= step
 
 
-def test_two_devices_give_the_one_device_result(load, tiny, tmp_path):
+def test_two_devices_give_the_one_device_result(tiny, tmp_path):
   """The first step on 2 devices against 1: same loss, BatchNorm statistics and gradient.
 
   Dropout masks are drawn for the global batch, so they do not depend on the device count. The
@@ -176,7 +185,7 @@ def test_two_devices_give_the_one_device_result(load, tiny, tmp_path):
   two = _run("train", tmp_path / "two", overrides, devices=2)
   assert two.returncode == 0, two.stderr
   assert "over 2 device(s)" in two.stdout
-  train_and_evaluate(load("default.py", overrides), str(tmp_path / "one"))
+  train_and_evaluate(_tiny_config(overrides), str(tmp_path / "one"))
   first_one, first_two = (read_metrics(tmp_path / run)[0] for run in ("one", "two"))
   assert first_one["step"] == first_two["step"] == 1
   for metric in ("loss", "aux_loss", "top1"):
