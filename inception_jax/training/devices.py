@@ -93,14 +93,9 @@ def parallel_eval(step: Callable[..., Any]) -> Callable[..., Any]:
   return jax.pmap(step, axis_name=AXIS, in_axes=(None, 0), out_axes=None)
 
 
-def replicated() -> NamedSharding:
-  """Where the train state lives: a full copy on each of this process's devices."""
-  return NamedSharding(_mesh(), PartitionSpec())
-
-
 def put_state(state: Any) -> Any:
-  """The train state, placed where the pmapped steps want it."""
-  return jax.device_put(state, replicated())
+  """The train state as the pmapped steps want it: a full copy on each of this process's devices."""
+  return jax.device_put(state, NamedSharding(_mesh(), PartitionSpec()))
 
 
 def _rewrap(tree: Any, mesh: Mesh) -> Any:
