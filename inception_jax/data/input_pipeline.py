@@ -155,7 +155,6 @@ def eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.Confi
   data = config.data
   split = tfds.split_for_jax_process(data.eval_split, process_index=process_index,
                                      process_count=process_count)
-  num_examples(builder, split)
   per_process = math.ceil(num_examples(builder, data.eval_split) / process_count)
   num_batches = math.ceil(per_process / local_batch)
   jpeg = _is_jpeg(builder)
