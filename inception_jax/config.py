@@ -11,6 +11,7 @@ import ast
 import importlib.util
 import os
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import ml_collections
@@ -20,8 +21,8 @@ from inception_jax.errors import ConfigError, did_you_mean
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 
 
-def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` and applies the overrides."""
+def load_config_module(spec: str) -> tuple[ModuleType, str]:
+  """The module of `path/to/config.py[:arg]` (checked to define get_config), and `arg`."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist; pass --config path/to/config.py "
@@ -32,6 +33,12 @@ def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_col
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} defines no get_config() function.")
+  return module, arg
+
+
+def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` and applies the overrides."""
+  module, arg = load_config_module(spec)
   config = module.get_config(arg) if arg else module.get_config()
   return apply_overrides(config, overrides or {})
 

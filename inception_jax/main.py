@@ -46,6 +46,24 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--workdir", required=True, help="the run's workdir")
   evaluate.add_argument("--step", type=int, default=None,
                         help="the checkpoint's step (default: the latest)")
+  sweep = commands.add_parser(
+      "sweep", allow_abbrev=False, help="run a grid of config overrides and report on it",
+      description="Runs every point of a sweep file's grid as its own `inception-jax train` in "
+                  "WORKDIR/<point name> (finished points are skipped, interrupted ones resume), "
+                  "then writes results.csv, results.md and curves.png in WORKDIR. "
+                  "--config.KEY=VALUE overrides apply to every point.")
+  sweep.add_argument("sweep_file", metavar="SWEEP_FILE",
+                     help="a sweep file: a config with get_hyper(hyper), e.g. "
+                          "experiments/ablation_module.py")
+  sweep.add_argument("--workdir", required=True, help="the sweep's directory, e.g. runs/NAME")
+  sweep.add_argument("--index", type=int, default=None,
+                     help="run only the points i with i %% COUNT == INDEX "
+                          "(default: $SLURM_ARRAY_TASK_ID - $SLURM_ARRAY_TASK_MIN, else 0)")
+  sweep.add_argument("--count", type=int, default=None,
+                     help="how many shares the sweep is split into "
+                          "(default: $SLURM_ARRAY_TASK_COUNT, else 1)")
+  sweep.add_argument("--dry-run", action="store_true",
+                     help="print each point's train command instead of running it")
   return parser
 
 
@@ -53,7 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   args, rest = _parser().parse_known_args(argv)
   absl.logging.set_verbosity(absl.logging.ERROR)  # the libraries' notices drown the progress lines
   try:
-    config = load_config(args.config, parse_override_args(rest))
+    overrides = parse_override_args(rest)
+    if args.command == "sweep":
+      from inception_jax.sweeps.run import run_sweep
+      return run_sweep(args.sweep_file, args.workdir, overrides, index=args.index,
+                       count=args.count, dry_run=args.dry_run)
+    config = load_config(args.config, overrides)
     if args.command == "summarize":
       from inception_jax.summarize import summarize
       print(summarize(config, as_json=args.json, compare=args.compare, xla=args.xla))

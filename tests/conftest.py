@@ -27,3 +27,9 @@ def small(load):
   """configs/default.py's model (32x32, quarter width, aux heads) and its initial variables."""
   model = build_model(load("default.py").model)
   return model, init_variables(model, jax.random.key(0), (32, 32, 3))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """A TFDS data dir for the embedded digits, built once per session."""
+  return tmp_path_factory.mktemp("tfds")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import os
+import resource
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -66,6 +68,16 @@ def process_index() -> int:
 
 def process_count() -> int:
   return jax.process_count()
+
+
+def peak_memory_bytes() -> int:
+  """Peak memory so far: the largest local device's (GPU, TPU) if it reports it, else the
+  process's peak resident set (CPU, where XLA's buffers live in the process)."""
+  stats = [device.memory_stats() for device in jax.local_devices()]
+  if all(stats) and all("peak_bytes_in_use" in s for s in stats):
+    return max(s["peak_bytes_in_use"] for s in stats)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux KiB
 
 
 def local_batch_size(global_batch: int) -> int:

@@ -51,7 +51,7 @@ def _use_compilation_cache() -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def _check(config: ml_collections.ConfigDict) -> None:
+def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks the training fields that no library checks for us."""
   rules = [
       ("batch_size", config.batch_size >= 1, "at least 1"),
@@ -87,7 +87,7 @@ class _Run:
   """The pieces of a run that train and eval share, built and checked before anything is written."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    _check(config)
+    check_config(config)
     _use_compilation_cache()
     devices.initialize(config.distributed)
     self.config = config
@@ -184,7 +184,8 @@ def _train_metrics(sums: dict[str, np.ndarray], learning_rate: float, images_per
   count = sums["count"]
   return {"loss": float(sums["loss"] / count), "aux_loss": float(sums["aux_loss"] / count),
           "top1": float(sums["correct"] / count), "learning_rate": learning_rate,
-          "images_per_second": images_per_second, "seconds": seconds}
+          "images_per_second": images_per_second, "seconds": seconds,
+          "peak_memory_bytes": devices.peak_memory_bytes()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
