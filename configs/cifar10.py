@@ -24,9 +24,8 @@ from inception_jax.training.defaults import base_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = base_config()
-  config.model = model_config("paper")
-  config.model.update(stem="small", num_classes=10, norm="batchnorm", aux_pool="adaptive",
-                      dtype="bfloat16")
+  config.model = model_config("small")
+  config.model.dtype = "bfloat16"
   config.image_size = 32
   config.data.update(name="cifar10", cache=True, eval_crop_fraction=1.0)
   config.augment.update(area_range=(0.25, 1.0), photometric=False)

@@ -20,9 +20,8 @@ from inception_jax.training.defaults import base_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = base_config()
-  config.model = model_config("paper")
-  config.model.update(stem="small", width_multiplier=0.25, num_classes=10, norm="batchnorm",
-                      aux_pool="adaptive")
+  config.model = model_config("small")
+  config.model.width_multiplier = 0.25
   config.image_size = 8
   config.data.update(name="sklearn_digits", cache=True, eval_crop_fraction=1.0)
   config.augment.update(area_range=(0.6, 1.0), flip=False, photometric=False)

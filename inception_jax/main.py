@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
 
 import absl.logging
 
+from inception_jax.bench.options import BenchOptions
 from inception_jax.config import load_config, parse_override_args
 from inception_jax.errors import ConfigError
 
@@ -64,7 +66,48 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: $SLURM_ARRAY_TASK_COUNT, else 1)")
   sweep.add_argument("--dry-run", action="store_true",
                      help="print each point's train command instead of running it")
+  bench = commands.add_parser(
+      "bench", allow_abbrev=False, help="time our train and eval steps against PyTorch's GoogLeNet",
+      description="Times the pmapped train step and the eval forward pass of each network, dtype "
+                  "and batch size, then the same for PyTorch's GoogLeNet (eager and torch.compile, "
+                  "if torch is installed) in the same process, and the input pipeline alone. "
+                  "Writes OUT/bench.json and OUT/bench.md.")
+  bench.add_argument("--networks", type=_names, default=BenchOptions.networks,
+                     help="comma-separated: torchvision224, small32, tiny16 "
+                          "(default: torchvision224,small32)")
+  bench.add_argument("--dtypes", type=_names, default=BenchOptions.dtypes,
+                     help="comma-separated compute dtypes (default: float32,bfloat16)")
+  bench.add_argument("--batch-sizes", type=_integers, default=None,
+                     help="comma-separated global batch sizes (default: 8,32 on CPU, "
+                          "64,128,256 on GPU and TPU)")
+  bench.add_argument("--modes", type=_names, default=BenchOptions.modes,
+                     help="comma-separated: train, eval (default: both)")
+  bench.add_argument("--steps", type=int, default=BenchOptions.steps,
+                     help="timed steps per case; the median is reported (default: 10)")
+  bench.add_argument("--warmup", type=int, default=BenchOptions.warmup,
+                     help="untimed steps after compiling (default: 2)")
+  bench.add_argument("--torch", choices=("auto", "none", "required"), default="auto",
+                     help="the PyTorch peer: auto runs it if torch is installed (default)")
+  bench.add_argument("--torch-variants", type=_names, default=BenchOptions.torch_variants,
+                     help="comma-separated: eager, compile (default: both)")
+  bench.add_argument("--pipeline-threads", type=_integers, default=BenchOptions.pipeline_threads,
+                     help="comma-separated tf.data thread counts for the input pipeline, 0 = "
+                          "every core, empty to skip (default: 1,0)")
+  bench.add_argument("--pipeline-seconds", type=float, default=BenchOptions.pipeline_seconds,
+                     help="seconds per input pipeline measurement (default: 10)")
+  bench.add_argument("--out", default="runs/bench", help="where bench.json and bench.md go")
   return parser
+
+
+def _names(text: str) -> tuple[str, ...]:
+  return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _integers(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(part) for part in _names(text))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   absl.logging.set_verbosity(absl.logging.ERROR)  # the libraries' notices drown the progress lines
   try:
     overrides = parse_override_args(rest)
+    if args.command == "bench":
+      from inception_jax.bench.run import run_bench
+      options = BenchOptions(**{field: getattr(args, field) for field in (
+          "networks", "dtypes", "batch_sizes", "modes", "steps", "warmup", "torch",
+          "torch_variants", "pipeline_threads", "pipeline_seconds")})
+      run_bench(options, args.out, shlex.join(["inception-jax", *(argv or sys.argv[1:])]))
+      return 0
     if args.command == "sweep":
       from inception_jax.sweeps.run import run_sweep
       return run_sweep(args.sweep_file, args.workdir, overrides, index=args.index,

@@ -41,8 +41,12 @@ def test_product_and_zip_build_the_grid():
 def test_points_are_named_after_their_overrides_and_their_commands_rebuild_their_configs():
   sweep = load_sweep(str(ABLATION))
   assert [p.name for p in sweep.points] == [
-      "module=reduced,aux_heads=true", "module=reduced,aux_heads=false",
-      "module=naive,aux_heads=true", "module=naive,aux_heads=false"]
+      "module=reduced,learning_rate=0.2,aux_heads=true",
+      "module=reduced,learning_rate=0.02,aux_heads=true",
+      "module=naive,learning_rate=0.2,aux_heads=true",
+      "module=naive,learning_rate=0.02,aux_heads=true",
+      "module=reduced,learning_rate=0.2,aux_heads=false",
+      "module=naive,learning_rate=0.02,aux_heads=false"]
   kernels = load_sweep(str(ROOT / "experiments" / "kernel_sizes.py"), {"seed": "3"})
   assert [p.name for p in kernels.points] == [
       "kernel_sizes=1-3-5", "kernel_sizes=1-3-3", "kernel_sizes=1-3-7"]
@@ -76,15 +80,16 @@ def test_dry_run_prints_the_shares_train_commands(capsys, tmp_path):
   workdir = tmp_path / "runs"
   assert main(["sweep", str(ABLATION), "--workdir", str(workdir), "--dry-run"]) == 0
   every = capsys.readouterr().out.splitlines()
-  assert len(every) == 4 and all(line.startswith("inception-jax train --config ") for line in every)
-  assert "--config.model.module=naive --config.model.aux_heads=false" in every[3]
+  assert len(every) == 6 and all(line.startswith("inception-jax train --config ") for line in every)
+  assert every[5].endswith(
+      "--config.model.module=naive --config.learning_rate=0.02 --config.model.aux_heads=false")
   shares = []
   for index in range(3):
     assert main(["sweep", str(ABLATION), "--workdir", str(workdir), "--dry-run",
                  "--index", str(index), "--count", "3"]) == 0
     shares += capsys.readouterr().out.splitlines()
   assert sorted(shares) == sorted(every)
-  assert shlex.split(every[0])[5] == str(workdir / "module=reduced,aux_heads=true")
+  assert shlex.split(every[0])[5] == str(workdir / "module=reduced,learning_rate=0.2,aux_heads=true")
   assert not workdir.exists()
 
 
@@ -123,7 +128,7 @@ def test_a_sweep_runs_its_points_reports_them_and_skips_them_when_run_again(
     assert float(row["final_top1"]) <= float(row["final_top5"])
     assert int(row["params"]) > 0 and int(row["macs"]) > 0
     assert float(row["images_per_second"]) > 0 and float(row["wall_time"]) > 0
-    assert int(row["peak_memory"]) > 2**20
+    assert int(row["peak_memory"]) > 2**20 and int(row["step_memory"]) > 2**20
   assert rows[0]["final_top1"] != rows[1]["final_top1"] or rows[0]["best_top1"] != rows[1]["best_top1"]
   markdown = (workdir / "results.md").read_text()
   assert f"inception-jax sweep {TINY_SWEEP} --workdir {workdir}" in markdown
@@ -135,3 +140,13 @@ def test_a_sweep_runs_its_points_reports_them_and_skips_them_when_run_again(
   assert run_sweep(str(TINY_SWEEP), str(workdir), common, console=again) == 0
   assert again.getvalue().count("finished earlier, skipped") == 2
   assert logs == {name: (workdir / name / "train.log").read_text() for name in logs}
+
+  # A point without its finish marker (killed before train returned) resumes from its checkpoint.
+  (workdir / "seed=1" / "sweep.json").unlink()
+  resumed = io.StringIO()
+  assert run_sweep(str(TINY_SWEEP), str(workdir), common, console=resumed) == 0
+  assert "[2/2] seed=1: resuming" in resumed.getvalue()
+  assert "Nothing to do: the run already reached step 12" in resumed.getvalue()
+  assert (workdir / "seed=1" / "sweep.json").exists()
+  assert list(csv.DictReader((workdir / "results.csv").open()))[1]["final_top1"] == \
+      rows[1]["final_top1"]

@@ -61,7 +61,12 @@ def _torchvision() -> dict[str, Any]:
               aux_pool="adaptive", dropout=0.2)
 
 
-PRESETS = {"paper": _paper, "torchvision": _torchvision}
+def _small() -> dict[str, Any]:
+  """The paper's modules for 32x32 images: small stem, BatchNorm, aux heads pooled adaptively."""
+  return dict(_paper(), stem="small", norm="batchnorm", aux_pool="adaptive", num_classes=10)
+
+
+PRESETS = {"paper": _paper, "torchvision": _torchvision, "small": _small}
 
 
 def model_config(preset: str = "paper") -> ml_collections.ConfigDict:

@@ -153,7 +153,7 @@ def load_sweep(spec: str, common: Mapping[str, str] | None = None) -> Sweep:
   if not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
     raise ConfigError(f"{path}: get_hyper must return a non-empty list of override dicts "
                       f"(built with hyper.sweep / hyper.product / hyper.zip), got {grid!r}.")
-  title = ((module.__doc__ or "").strip().splitlines() or [os.path.basename(path)])[0]
+  title = ((module.__doc__ or "").strip().splitlines() or [os.path.basename(path)])[0].rstrip(".")
   metrics = getattr(module, "METRICS", None)
   return Sweep(spec=spec, title=title, common=dict(common or {}), points=_points(grid),
                metrics=tuple(metrics) if metrics is not None else None, module=module)

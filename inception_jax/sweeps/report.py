@@ -11,17 +11,16 @@ import dataclasses
 import io
 import os
 import pathlib
-import platform
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import ml_collections
 
 from inception_jax.errors import ConfigError, did_you_mean
 from inception_jax.summarize import cost_rows
 from inception_jax.sweeps.grid import Point, Sweep, command_value
+from inception_jax.training import devices
 from inception_jax.training.reporting import format_duration, read_metrics
 
 
@@ -55,6 +54,10 @@ def _percent(value: float) -> str:
   return f"{100 * value:.2f}%"
 
 
+def _mebibytes(value: float) -> str:
+  return f"{value / 2**20:,.1f} MiB"
+
+
 def _last(records: list[dict[str, Any]], key: str) -> float | None:
   return records[-1][key] if records else None
 
@@ -81,11 +84,13 @@ METRICS: dict[str, Metric] = {
                          lambda v: f"{v:.4f}"),
     "images_per_second": Metric("train img/s (median)", _images_per_second, lambda v: f"{v:,.0f}"),
     "wall_time": Metric("wall time", lambda r: _last(r.records, "seconds"), format_duration),
+    "step_memory": Metric("train step memory", lambda r: _max(r.split("train"), "step_memory_bytes"),
+                          _mebibytes),
     "peak_memory": Metric("peak memory", lambda r: _max(r.split("train"), "peak_memory_bytes"),
-                          lambda v: f"{v / 2**20:,.0f} MiB"),
+                          _mebibytes),
 }
 DEFAULT_METRICS = ("params", "macs", "final_top1", "final_top5", "best_top1", "images_per_second",
-                   "wall_time", "peak_memory")
+                   "wall_time", "step_memory", "peak_memory")
 
 
 def check_metrics(names: Sequence[str] | None, where: str) -> tuple[str, ...]:
@@ -130,14 +135,6 @@ def _csv(results: Sequence[PointResult], metrics: Sequence[str]) -> str:
   return out.getvalue()
 
 
-def machine() -> str:
-  """The hardware the report's numbers come from, in one line."""
-  devices = jax.devices()
-  kind = devices[0].device_kind if devices[0].platform != "cpu" else platform.processor() or "CPU"
-  return (f"{len(devices)} x {kind} ({devices[0].platform}), {os.cpu_count()} CPU cores, "
-          f"jax {jax.__version__}")
-
-
 def _markdown(sweep: Sweep, results: Sequence[PointResult], metrics: Sequence[str],
               command: str) -> str:
   header, rows = _rows(results, metrics)
@@ -146,10 +143,12 @@ def _markdown(sweep: Sweep, results: Sequence[PointResult], metrics: Sequence[st
             *(METRICS[name].header for name in metrics)]
   lines = [f"# {sweep.title}", "", "Produced by:", "", "```bash", command, "```", "",
            f"{sum(r.status == 'done' for r in results)} of {len(results)} points done, on "
-           f"{machine()}. Top-1/top-5 on the eval split; MACs are multiply-adds per image of the "
+           f"{devices.describe_line()}. Top-1/top-5 on the eval split; MACs are multiply-adds per image of the "
            f"inference network, params leave out the training-only aux heads; wall time includes "
-           f"compilation and evaluation; peak memory is the device's, or on CPU the training "
-           f"process's peak resident memory.", "",
+           f"compilation and evaluation. Train step memory is XLA's count for the compiled step "
+           f"(parameters, optimizer state, batch, activations and temporaries); peak memory is "
+           f"the device's, or on CPU the training process's peak resident memory (TensorFlow, "
+           f"the compiler and all).", "",
            "| " + " | ".join(titles) + " |",
            "|" + "|".join("---" if i < len(keys) + 2 else "---:" for i in range(len(titles))) + "|"]
   for row in rows:
@@ -165,20 +164,21 @@ def _plot(results: Sequence[PointResult], path: pathlib.Path) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
   plotted = [r for r in results if r.split("eval")]
+  rows = max(1, (len(plotted) + 1) // 2)  # legend lines under the plots, two per row
+  figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.3 * rows), sharey=True)
   for result in plotted:
     evals = result.split("eval")
     top1 = [100 * r["top1"] for r in evals]
     by_step.plot([r["step"] for r in evals], top1, marker="o", label=result.point.name)
-    by_time.plot([r["seconds"] / 60 for r in evals], top1, marker="o", label=result.point.name)
+    by_time.plot([r["seconds"] / 60 for r in evals], top1, marker="o")
   by_step.set(xlabel="step", ylabel="eval top-1 (%)", title="eval top-1 against step")
   by_time.set(xlabel="wall time (minutes)", title="eval top-1 against wall time")
   for axes in (by_step, by_time):
     axes.grid(alpha=0.3)
   if plotted:
-    by_time.legend(fontsize="small", loc="best")
-  figure.tight_layout()
+    figure.legend(loc="lower center", ncol=2, fontsize="small", frameon=False)
+  figure.tight_layout(rect=(0, 0.3 * rows / (4.5 + 0.3 * rows) + 0.02, 1, 1))
   figure.savefig(path, dpi=120)
   plt.close(figure)
 

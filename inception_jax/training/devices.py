@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import platform
 import resource
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -78,6 +79,43 @@ def peak_memory_bytes() -> int:
     return max(s["peak_bytes_in_use"] for s in stats)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux KiB
+
+
+def compile_step(step: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any], int | None]:
+  """`step` compiled for `args` ahead of time, and the device memory it needs by XLA's count
+  (arguments + outputs + temporaries, less donated buffers reused for outputs), or None where
+  that is not known. Across processes the pmap compiles on its first call instead: lowering
+  it ahead of time there sees only this process's share of the batch."""
+  if jax.process_count() > 1:
+    return step, None
+  compiled = step.lower(*args).compile()
+  try:
+    analysis = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  # not every backend implements it
+    analysis = None
+  if analysis is None:
+    return compiled, None
+  return compiled, int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+                       + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def describe() -> dict[str, Any]:
+  """The hardware and software numbers come from, for reports."""
+  device = jax.local_devices()[0]
+  processor = platform.processor() or platform.machine()
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as cpuinfo:
+      names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    processor = names[0] if names else processor
+  return {"device": device.device_kind, "platform": device.platform,
+          "devices": jax.local_device_count(), "cpu_cores": os.cpu_count(),
+          "processor": processor, "jax": jax.__version__, "python": platform.python_version()}
+
+
+def describe_line() -> str:
+  m = describe()
+  accelerator = "" if m["platform"] == "cpu" else f"{m['devices']} x {m['device']}, "
+  return f"{accelerator}{m['cpu_cores']} CPU cores ({m['processor']}), jax {m['jax']}"
 
 
 def local_batch_size(global_batch: int) -> int:

@@ -180,12 +180,15 @@ def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any]]:
 
 
 def _train_metrics(sums: dict[str, np.ndarray], learning_rate: float, images_per_second: float,
-                   seconds: float) -> dict[str, float]:
+                   seconds: float, step_memory: int | None) -> dict[str, float]:
   count = sums["count"]
-  return {"loss": float(sums["loss"] / count), "aux_loss": float(sums["aux_loss"] / count),
-          "top1": float(sums["correct"] / count), "learning_rate": learning_rate,
-          "images_per_second": images_per_second, "seconds": seconds,
-          "peak_memory_bytes": devices.peak_memory_bytes()}
+  metrics = {"loss": float(sums["loss"] / count), "aux_loss": float(sums["aux_loss"] / count),
+             "top1": float(sums["correct"] / count), "learning_rate": learning_rate,
+             "images_per_second": images_per_second, "seconds": seconds,
+             "peak_memory_bytes": devices.peak_memory_bytes()}
+  if step_memory is not None:
+    metrics["step_memory_bytes"] = step_memory
+  return metrics
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -223,7 +226,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     window_start, window_first_step = time.monotonic(), start_step
     try:
       for step in range(start_step + 1, run.total_steps + 1):
-        state = train_step(state, next(batches))
+        batch = next(batches)
+        if step == start_step + 1:  # compiled ahead of time, so that XLA says what memory it needs
+          train_step, step_memory = devices.compile_step(train_step, state, batch)
+        state = train_step(state, batch)
         if step == start_step + 1:  # compilation: time the throughput from the next step on
           jax.block_until_ready(state.step)
           first_step_seconds = time.monotonic() - window_start
@@ -239,7 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           seconds_per_step = ((now - window_start) / (step - window_first_step)
                               if step > window_first_step else first_step_seconds)
           metrics = _train_metrics(sums, float(run.schedule(step - 1)),
-                                   config.batch_size / seconds_per_step, progress["seconds"])
+                                   config.batch_size / seconds_per_step, progress["seconds"],
+                                   step_memory)
           reporter.write(step, "train", metrics)
           reporter.print(progress_line(step, run.total_steps, metrics,
                                        seconds_per_step * (run.total_steps - step)))

@@ -1,0 +1,65 @@
+"""Times our own pmapped train and eval steps, built exactly as `train` builds them."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from inception_jax.bench.cases import Case
+from inception_jax.models import build_model
+from inception_jax.training import devices, optim
+from inception_jax.training.defaults import base_config
+from inception_jax.training.steps import create_train_state, make_eval_step, make_train_step
+
+
+def _batch(case: Case, rng: np.random.Generator, num_classes: int) -> dict[str, jax.Array]:
+  """A device-resident batch of random uint8 images, as the input pipeline delivers them."""
+  size = case.image_size
+  batch = {"image": rng.integers(0, 256, (case.batch, size, size, 3), dtype=np.uint8),
+           "label": rng.integers(0, num_classes, (case.batch,), dtype=np.int32)}
+  if case.mode == "eval":
+    batch["mask"] = np.ones((case.batch,), np.bool_)
+  return devices.put_batch(batch)
+
+
+def time_ours(case: Case, steps: int, warmup: int) -> dict[str, Any]:
+  """Median seconds per step over `steps` timed steps after `warmup` untimed ones (and the
+  compile), each step waited for with block_until_ready, on one resident batch."""
+  config = base_config()
+  config.model = case.model_config()
+  config.image_size, config.batch_size = case.image_size, case.batch
+  devices.local_batch_size(case.batch)  # the batch must divide over the devices
+  model = build_model(config.model, batch_axis_name=devices.AXIS)
+  schedule = optim.learning_rate_schedule(config, total_steps=10_000, steps_per_epoch=100)
+  tx = optim.optimizer(config, schedule)
+  state = devices.put_state(create_train_state(config, model, tx))
+  batch = _batch(case, np.random.default_rng(0), config.model.num_classes)
+  if case.mode == "train":
+    step = devices.parallel(make_train_step(model, tx, config))
+  else:
+    step = devices.parallel_eval(make_eval_step(model))
+
+  start = time.perf_counter()
+  compiled, memory = devices.compile_step(step, state, batch)
+  compile_seconds = time.perf_counter() - start
+
+  def run(state):
+    """(the state for the next step, what to wait for): train donates and replaces the state."""
+    out = compiled(state, batch)
+    return (out, out) if case.mode == "train" else (state, out)
+
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    state, out = run(state)
+    jax.block_until_ready(out)
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
+  return {"seconds_per_step": seconds, "images_per_second": case.batch / seconds,
+          "compile_seconds": compile_seconds, "memory_bytes": memory,
+          "devices": jax.local_device_count()}

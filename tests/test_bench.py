@@ -1,0 +1,74 @@
+"""The bench on the tiny network: real timings of ours (and of PyTorch where installed), its files."""
+
+import importlib.util
+import json
+
+import pytest
+
+from inception_jax.main import main
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+  out = tmp_path_factory.mktemp("bench")
+  argv = ["bench", "--networks", "tiny16", "--dtypes", "float32", "--batch-sizes", "8",
+          "--steps", "3", "--warmup", "1", "--torch-variants", "eager",
+          "--pipeline-threads", "1", "--pipeline-seconds", "1", "--out", str(out)]
+  assert main(argv) == 0
+  return out, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+
+
+def test_bench_times_train_and_eval_steps_and_writes_json_and_markdown(bench):
+  _, results, report = bench
+  ours = [r for r in results["rows"] if r["framework"] == "ours"]
+  assert [(r["network"], r["dtype"], r["batch"], r["mode"]) for r in ours] == [
+      ("tiny16", "float32", 8, "train"), ("tiny16", "float32", 8, "eval")]
+  for row in ours:
+    assert row["images_per_second"] > 0 and row["seconds_per_step"] > 0
+    assert row["compile_seconds"] > 0 and row["memory_bytes"] > 0
+    assert 0 < row["peak_share"] < 1
+  train, evaluation = ours
+  assert train["flops_per_image"] > 3 * evaluation["flops_per_image"]  # + backward, aux heads
+  assert results["pipeline"][0]["images_per_second"] > 0
+  assert "inception-jax bench --networks tiny16" in report
+  assert "| tiny16 | float32 | 8 | train |" in report
+  assert "| tf.data threads |" in report
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is an optional extra")
+def test_bench_times_the_pytorch_peer_in_the_same_run(bench):
+  _, results, report = bench
+  theirs = [r for r in results["rows"] if r["framework"] == "pytorch"]
+  assert [(r["mode"], r["variant"]) for r in theirs] == [("train", "eager"), ("eval", "eager")]
+  assert all(r["images_per_second"] > 0 for r in theirs)
+  assert "ours / eager" in report
+
+
+def test_bench_refuses_unknown_networks(capsys, tmp_path):
+  assert main(["bench", "--networks", "tiny", "--out", str(tmp_path / "b")]) == 2
+  assert "tiny16" in capsys.readouterr().err
+  assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is an optional extra")
+@pytest.mark.parametrize("network", ["torchvision224", "small32", "tiny16"])
+def test_the_pytorch_mirror_is_our_network(network):
+  import torch
+  from inception_jax.bench.cases import NETWORKS
+  from inception_jax.bench.torch_googlenet import MirrorGoogLeNet, parameter_count
+  from inception_jax.cost import layer_costs
+  from inception_jax.models import build_model
+
+  spec = NETWORKS[network]
+  model = build_model(spec.model())
+  size = spec.image_size
+  ours = sum(layer.params for layer in layer_costs(model, (size, size, 3), train=True))
+  mirror = MirrorGoogLeNet(model)
+  assert parameter_count(mirror) == ours
+  if network == "torchvision224":
+    assert ours == 13_004_888  # torchvision's googlenet with its aux heads
+  mirror.train()
+  logits, *aux = mirror(torch.zeros(2, 3, size, size))
+  assert logits.shape == (2, model.num_classes) and len(aux) == len(model.aux_from)
