@@ -11,13 +11,13 @@ diverges at the reduced network's rate, while a rate the naive one survives unde
 reduced one. So both modules run at both rates (aux heads on), and each at its own rate without
 aux heads: 6 points.
 
-Command (about 22 minutes on a 2-core CPU, most of it the three naive points):
+Command (about 25 minutes on a 2-core CPU, most of it the three naive points):
   inception-jax sweep experiments/ablation_module.py --workdir runs/ablation_module
 Any other dataset by override, e.g. CIFAR-10 (needs the network, and a GPU to be quick):
   inception-jax sweep experiments/ablation_module.py --workdir runs/ablation_cifar10 \\
     --config.data.name=cifar10 --config.image_size=32 --config.augment.flip=true
-Report: experiments/results/ablation_module.md (one seed per point; one of the 360 test digits
-is 0.28 points of top-1).
+Report: experiments/results/ablation_module/results.md (one seed per point; one of the 360 test
+digits is 0.28 points of top-1).
 """
 
 import pathlib

@@ -9,7 +9,7 @@ and runs unchanged at 32x32 (cifar10) or 224x224 (imagenet2012) by override.
 
 Command (about 6 minutes on a 2-core CPU):
   inception-jax sweep experiments/kernel_sizes.py --workdir runs/kernel_sizes
-Report: experiments/results/kernel_sizes.md
+Report: experiments/results/kernel_sizes/results.md
 """
 
 import pathlib

@@ -93,7 +93,7 @@ def run_bench(options: BenchOptions, out: str, command: str,
   out_dir.mkdir(parents=True, exist_ok=True)
   batches = options.batch_sizes or DEFAULT_BATCHES.get(jax.devices()[0].platform, (32,))
   results: dict[str, Any] = {"command": command, "machine": devices.describe(), "rows": [],
-                             "pipeline": []}
+                             "pipeline": [], "xla_flags": os.environ.get("XLA_FLAGS", "")}
   if with_torch:
     import torch  # pylint: disable=import-outside-toplevel
     results["machine"]["torch"] = torch.__version__
@@ -157,7 +157,8 @@ def markdown(results: dict[str, Any]) -> str:
            "", f"Machine: {m['devices']} x {m['device']} ({m['platform']}), {m['cpu_cores']} CPU "
            f"cores ({m['processor']}), jax {m['jax']}"
            + (f", torch {m['torch']} on {m['torch_device']}" if "torch" in m else
-              "; PyTorch not installed, so ours alone") + ".", ""]
+              "; PyTorch not installed, so ours alone") + "."
+           + (f" XLA_FLAGS={results['xla_flags']}." if results["xla_flags"] else ""), ""]
   peers = {(r["network"], r["peer"], r["parameters"]) for r in rows if "peer" in r}
   lines += [f"PyTorch on {network}: {peer} ({parameters:,} parameters)."
             for network, peer, parameters in sorted(peers)]
