@@ -50,4 +50,4 @@ def test_console_script_is_installed():
   assert "6.62M" in result.stdout
   bad = subprocess.run([sys.executable, "-m", "inception_jax.main", "summarize", "--config",
                         "configs/imagenet.py:resnet"], capture_output=True, text=True)
-  assert bad.returncode == 2 and "choose one of: paper, torchvision" in bad.stderr
+  assert bad.returncode == 2 and "choose one of: paper, small, torchvision" in bad.stderr
