@@ -137,14 +137,15 @@ def _csv(results: Sequence[PointResult], metrics: Sequence[str]) -> str:
 
 def _markdown(sweep: Sweep, results: Sequence[PointResult], metrics: Sequence[str],
               command: str) -> str:
-  header, rows = _rows(results, metrics)
+  _, rows = _rows(results, metrics)
   keys = _columns([r.point for r in results])
   titles = ["point", *(f"`{key}`" for key in keys), "status",
             *(METRICS[name].header for name in metrics)]
   lines = [f"# {sweep.title}", "", "Produced by:", "", "```bash", command, "```", "",
            f"{sum(r.status == 'done' for r in results)} of {len(results)} points done, on "
-           f"{devices.describe_line()}. Top-1/top-5 on the eval split; MACs are multiply-adds per image of the "
-           f"inference network, params leave out the training-only aux heads; wall time includes "
+           f"{devices.describe_line()}. Top-1/top-5 on the eval split; MACs are multiply-adds "
+           f"per image of the inference network, params leave out the training-only aux heads; "
+           f"wall time includes "
            f"compilation and evaluation. Train step memory is XLA's count for the compiled step "
            f"(parameters, optimizer state, batch, activations and temporaries); peak memory is "
            f"the device's, or on CPU the training process's peak resident memory (TensorFlow, "
@@ -152,8 +153,10 @@ def _markdown(sweep: Sweep, results: Sequence[PointResult], metrics: Sequence[st
            "| " + " | ".join(titles) + " |",
            "|" + "|".join("---" if i < len(keys) + 2 else "---:" for i in range(len(titles))) + "|"]
   for row in rows:
-    cells = [row[0], *(command_value(v) if v != "" else "" for v in row[1:len(keys) + 1]), row[len(keys) + 1]]
-    cells += ["" if v is None else METRICS[name].text(v) for name, v in zip(metrics, row[len(keys) + 2:])]
+    point, overrides, status, values = row[0], row[1:len(keys) + 1], row[len(keys) + 1], \
+        row[len(keys) + 2:]
+    cells = [point, *(command_value(v) if v != "" else "" for v in overrides), status]
+    cells += ["" if v is None else METRICS[name].text(v) for name, v in zip(metrics, values)]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "![eval top-1 against step and wall time](curves.png)", ""]
   return "\n".join(lines)
