@@ -34,6 +34,9 @@ NETWORKS: dict[str, Network] = {
 }
 
 
+MODES = ("train", "eval")
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
   """One measurement: a network, a compute dtype, a global batch and train or eval."""

@@ -20,13 +20,14 @@ from typing import Any, TextIO
 import jax
 import jax.numpy as jnp
 
-from inception_jax.bench.cases import NETWORKS, Case
+from inception_jax.bench.cases import MODES, NETWORKS, Case
 from inception_jax.bench.options import BenchOptions
 from inception_jax.bench.ours import time_ours
 from inception_jax.bench.pipeline import time_pipeline
 from inception_jax.cost import layer_costs
 from inception_jax.errors import ConfigError, choose
 from inception_jax.models import build_model
+from inception_jax.models.presets import DTYPES
 from inception_jax.training import devices
 
 # Dense peak FLOP/s of known accelerators (vendor datasheets); float32 means XLA's default
@@ -81,9 +82,9 @@ def run_bench(options: BenchOptions, out: str, command: str,
   for name in options.networks:
     choose(NETWORKS, name, "--networks entry")
   for dtype in options.dtypes:
-    choose({"float32": 0, "bfloat16": 0}, dtype, "--dtypes entry")
+    choose(DTYPES, dtype, "--dtypes entry")
   for mode in options.modes:
-    choose({"train": 0, "eval": 0}, mode, "--modes entry")
+    choose(dict.fromkeys(MODES), mode, "--modes entry")
   with_torch = _torch_available(options.torch)
   if with_torch:
     from inception_jax.bench import theirs  # pylint: disable=import-outside-toplevel
@@ -118,7 +119,8 @@ def run_bench(options: BenchOptions, out: str, command: str,
       except Exception as error:  # pylint: disable=broad-except  # e.g. torch.compile without a compiler
         if framework == "ours":
           raise
-        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        row["error"] = f"{type(error).__name__}: {first_line}"
       results["rows"].append(row)
       console.write(_progress(row) + "\n")
       console.flush()
@@ -154,8 +156,7 @@ def markdown(results: dict[str, Any]) -> str:
   rows = results["rows"]
   variants = list(dict.fromkeys(r["variant"] for r in rows if r["framework"] == "pytorch"))
   lines = ["# inception-jax bench", "", "Produced by:", "", "```bash", results["command"], "```",
-           "", f"Machine: {m['devices']} x {m['device']} ({m['platform']}), {m['cpu_cores']} CPU "
-           f"cores ({m['processor']}), jax {m['jax']}"
+           "", f"Machine: {devices.describe_line(m)}"
            + (f", torch {m['torch']} on {m['torch_device']}" if "torch" in m else
               "; PyTorch not installed, so ours alone") + "."
            + (f" XLA_FLAGS={results['xla_flags']}." if results["xla_flags"] else ""), ""]

@@ -112,8 +112,9 @@ def describe() -> dict[str, Any]:
           "processor": processor, "jax": jax.__version__, "python": platform.python_version()}
 
 
-def describe_line() -> str:
-  m = describe()
+def describe_line(m: dict[str, Any] | None = None) -> str:
+  """`describe()` (or a saved copy of it) in one line."""
+  m = m or describe()
   accelerator = "" if m["platform"] == "cpu" else f"{m['devices']} x {m['device']}, "
   return f"{accelerator}{m['cpu_cores']} CPU cores ({m['processor']}), jax {m['jax']}"
 
