@@ -6,6 +6,7 @@ import json
 import pytest
 
 from inception_jax.main import main
+from inception_jax.xla_flags import DEFAULT_XLA_FLAGS, apply_defaults
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -72,3 +73,17 @@ def test_the_pytorch_mirror_is_our_network(network):
   mirror.train()
   logits, *aux = mirror(torch.zeros(2, 3, size, size))
   assert logits.shape == (2, model.num_classes) and len(aux) == len(model.aux_from)
+
+
+def test_default_xla_flags_fill_in_only_what_the_user_did_not_name(bench):
+  name, value = next(iter(DEFAULT_XLA_FLAGS.items()))
+  assert f"--{name}={value}" in bench[1]["xla_flags"]  # set at import, seen by the bench
+  environ = {}
+  apply_defaults(environ)
+  assert environ["XLA_FLAGS"] == f"--{name}={value}"
+  environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"}
+  apply_defaults(environ)
+  assert environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/hlo --{name}={value}"
+  environ = {"XLA_FLAGS": f"--{name}=+individual_convolution"}
+  apply_defaults(environ)
+  assert environ["XLA_FLAGS"] == f"--{name}=+individual_convolution"

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ from inception_jax.models import (
     Branch, Conv, InceptionModule, ModuleWidths, Pool, TABLE1_WIDTHS, build_model, init_variables,
     naive_branches, reduced_branches)
 from inception_jax.models.layers import (
-    ConvUnit, LocalResponseNorm, MaxPool, adaptive_avg_pool, ceil_mode_padding)
+    ConvUnit, LocalResponseNorm, MaxPool, adaptive_avg_pool, ceil_mode_padding, max_pool)
 
 CONV = functools.partial(ConvUnit, batchnorm=False)
 KEY = jax.random.key(0)
@@ -137,6 +138,32 @@ def test_ceil_mode_pooling_matches_pytorch_sizes():
   x = jnp.arange(2 * 5 * 5 * 1, dtype=jnp.float32).reshape(2, 5, 5, 1)
   y = MaxPool(3, 2).apply({}, x)
   np.testing.assert_array_equal(y[0, :, :, 0], [[12, 14], [22, 24]])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("shape,window,strides,pads", [
+    ((2, 15, 15, 4), 3, 2, ((0, 1), (0, 1))),   # stem pool, ceil mode
+    ((2, 7, 7, 8), 3, 1, ((1, 1), (1, 1))),     # the pool branch
+    ((2, 14, 14, 4), 2, 2, ((0, 0), (0, 0))),   # small preset's 2x2 stage pool
+])
+def test_max_pool_matches_xla_and_its_gradient_selects_the_same_maxima(
+    dtype, shape, window, strides, pads):
+  """Ties (zeros after ReLU, repeated values) go to the first maximum, as select_and_scatter."""
+  x = jnp.maximum(jax.random.normal(jax.random.key(0), shape, dtype), 0).at[:, ::3].set(1)
+  reference = functools.partial(
+      flax.linen.max_pool, window_shape=(window, window), strides=(strides, strides), padding=pads)
+  ours = functools.partial(max_pool, window=window, strides=strides, pads=pads)
+  y, ours_vjp = jax.vjp(ours, x)
+  y_reference, reference_vjp = jax.vjp(reference, x)
+  np.testing.assert_array_equal(y, y_reference)
+  ones = jnp.ones_like(y)  # integer sums: exact whatever the order of the adds
+  np.testing.assert_array_equal(ours_vjp(ones)[0], reference_vjp(ones)[0])
+  grad = jax.random.normal(jax.random.key(1), y.shape, dtype)
+  assert ours_vjp(grad)[0].dtype == dtype
+  # ours adds in float32 and rounds once; bfloat16's select_and_scatter rounds every add
+  exact = jax.vjp(reference, x.astype(jnp.float32))[1](grad.astype(jnp.float32))[0]
+  np.testing.assert_allclose(np.float32(ours_vjp(grad)[0]), exact,
+                             rtol=1e-6 if dtype == jnp.float32 else 2.0**-8)
 
 
 def test_local_response_norm_matches_caffe_formula():

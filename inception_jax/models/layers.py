@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -89,6 +90,63 @@ def ceil_mode_padding(size: int, window: int, strides: int, pad: int) -> tuple[i
   return pad, max((out - 1) * strides + window - size - pad, 0)
 
 
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _window_views(padded: jnp.ndarray, window: int, strides: int,
+                  out_hw: tuple[int, int]) -> list[tuple[int, int, jnp.ndarray]]:
+  """(row, col, view) per window offset in row-major order: view[n, h, w, c] is the element at
+  that offset of output position (h, w)'s window."""
+  n, _, _, c = padded.shape
+  rows, cols = ((size - 1) * strides + 1 for size in out_hw)
+  step = (1, strides, strides, 1)
+  return [(i, j, lax.slice(padded, (0, i, j, 0), (n, i + rows, j + cols, c), step))
+          for i in range(window) for j in range(window)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: jnp.ndarray, window: int, strides: int, pads: Pads) -> jnp.ndarray:
+  """Square max pooling over H and W of an NHWC array, padding with -inf.
+
+  The forward pass is XLA's reduce_window. The gradient is select_and_scatter's exactly (each
+  window's gradient goes to the first maximum in row-major order), written as strided slices,
+  compares and padded adds: XLA's CPU backend expands select_and_scatter into iotas, a variadic
+  reduce_window and a scatter, a quarter of the 224x224 train step on a 2-core CPU
+  (experiments/results/xla_cpu_flags.md).
+  """
+  return _max_pool_forward(x, window, strides, pads)[0]
+
+
+def _max_pool_forward(x, window, strides, pads):
+  y = lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, strides, strides, 1),
+                        ((0, 0), *pads, (0, 0)))
+  return y, (x, y)
+
+
+def _max_pool_backward(window, strides, pads, residuals, grad):
+  """Compares and adds run in float32 (exact for bfloat16 inputs, and faster on CPU)."""
+  x, y = (r.astype(jnp.float32) for r in residuals)
+  grad_dtype, grad = grad.dtype, grad.astype(jnp.float32)
+  padded = lax.pad(x, jnp.float32(-jnp.inf), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+  views = _window_views(padded, window, strides, y.shape[1:3])
+  first = jnp.full(y.shape, len(views), jnp.int8)  # offset index of each window's first maximum
+  for index in reversed(range(len(views))):
+    first = jnp.where(views[index][2] == y, jnp.int8(index), first)
+  (n, height, width, c), (out_h, out_w) = padded.shape, y.shape[1:3]
+  zero = jnp.float32(0)
+  padded_grad = sum(
+      lax.pad(jnp.where(first == index, grad, zero), zero,
+              ((0, 0, 0), (i, height - i - (out_h - 1) * strides - 1, strides - 1),
+               (j, width - j - (out_w - 1) * strides - 1, strides - 1), (0, 0, 0)))
+      for index, (i, j, _) in enumerate(views))
+  top, left = pads[0][0], pads[1][0]
+  grad_x = lax.slice(padded_grad, (0, top, left, 0), (n, top + x.shape[1], left + x.shape[2], c))
+  return (grad_x.astype(grad_dtype),)
+
+
+max_pool.defvjp(_max_pool_forward, _max_pool_backward)
+
+
 class MaxPool(nn.Module):
   """Max pooling with ceil-mode output size (Caffe's GoogLeNet, torchvision)."""
   window: int
@@ -96,8 +154,9 @@ class MaxPool(nn.Module):
   padding: int = 0
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    pads = [ceil_mode_padding(n, self.window, self.strides, self.padding) for n in x.shape[1:3]]
-    return nn.max_pool(x, (self.window,) * 2, (self.strides,) * 2, padding=pads)
+    pads = tuple(ceil_mode_padding(n, self.window, self.strides, self.padding)
+                 for n in x.shape[1:3])
+    return max_pool(x, self.window, self.strides, pads)
 
 
 class LocalResponseNorm(nn.Module):

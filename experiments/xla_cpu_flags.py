@@ -1,0 +1,98 @@
+"""XLA's CPU options, each timed by the bench on the same cases: which ones the project keeps.
+
+XLA reads XLA_FLAGS once per process, so every variant below runs as its own
+`inception-jax bench --torch none` process with its own XLA_FLAGS, and the table puts each
+variant's images/s beside XLA's defaults. The options that help are set by default in
+inception_jax/xla_flags.py; "project defaults" is that choice (an empty XLA_FLAGS).
+
+Command (about 35 minutes on a 2-core CPU; arguments after the script's own go to the bench):
+  python experiments/xla_cpu_flags.py --out experiments/results/xla_cpu_flags
+Writes OUT.json and OUT.md; each variant's bench.json/bench.md go under --runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+from typing import Any
+
+YNN = "--xla_cpu_experimental_ynn_fusion_type"
+# label -> XLA_FLAGS. XLA's defaults must name the YNN flag, or the project's default applies.
+VARIANTS: dict[str, str] = {
+    "XLA defaults (YNNPACK convolutions)": f"{YNN}=+individual_convolution",
+    "project defaults (Eigen convolutions)": "",
+    "Eigen convolutions and dots": f"{YNN}=-individual_convolution,-individual_dot",
+    "no YNNPACK fusion at all":
+        f"{YNN}=-individual_convolution,-individual_dot,-dot,-eltwise,-reduce",
+    "+ oneDNN": "--xla_cpu_use_onednn=true",
+    "+ oneDNN custom calls":
+        "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
+    "+ XNNPACK off": "--xla_cpu_use_xnnpack=false",
+    "+ legacy fusion emitters": "--xla_cpu_use_fusion_emitters=false",
+    "+ fast math (not exact: -inf, NaN)": "--xla_cpu_enable_fast_math=true",
+}
+BENCH_DEFAULTS = ["--networks", "torchvision224", "--dtypes", "float32,bfloat16",
+                  "--batch-sizes", "16", "--steps", "3", "--warmup", "1"]
+
+
+def run_variant(flags: str, out: pathlib.Path, bench_args: list[str]) -> dict[str, Any]:
+  """One bench process under XLA_FLAGS=flags (the project adds its defaults to what it lacks)."""
+  command = [sys.executable, "-m", "inception_jax.main", "bench", "--torch", "none",
+             "--pipeline-threads", "", *bench_args, "--out", str(out)]
+  subprocess.run(command, env={**os.environ, "XLA_FLAGS": flags}, check=True)
+  return json.loads((out / "bench.json").read_text())
+
+
+def _case(row: dict[str, Any]) -> str:
+  return f"{row['network']} {row['dtype']} {row['mode']} b{row['batch']}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+  """One row per variant: its XLA_FLAGS as the bench saw them, images/s per case and the ratio
+  to the first variant (XLA's defaults)."""
+  variants = results["variants"]
+  cases = [_case(row) for row in variants[0]["rows"]]
+  baseline = {_case(row): row["images_per_second"] for row in variants[0]["rows"]}
+  lines = [f"# XLA CPU options\n\nCommand: `{results['command']}`\n",
+           f"Machine: {results['machine']}. Images/s of our step (median of the timed steps), "
+           "and in brackets the ratio to XLA's defaults.\n",
+           "| variant | XLA_FLAGS | " + " | ".join(cases) + " |",
+           "|---|---|" + "---:|" * len(cases)]
+  for variant in variants:
+    speed = {_case(row): row["images_per_second"] for row in variant["rows"]}
+    cells = [f"{speed[case]:.2f} ({speed[case] / baseline[case]:.2f}x)" for case in cases]
+    lines.append(f"| {variant['label']} | `{variant['xla_flags']}` | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", default="runs/xla_cpu_flags",
+                      help="results go to OUT.json and OUT.md")
+  parser.add_argument("--runs", default="runs/xla_cpu_flags_runs",
+                      help="where each variant's own bench output goes")
+  args, bench_args = parser.parse_known_args(argv)
+  bench_args = bench_args or BENCH_DEFAULTS
+  variants = []
+  for index, (label, flags) in enumerate(VARIANTS.items()):
+    print(f"== {label}: XLA_FLAGS={flags!r}", flush=True)
+    bench = run_variant(flags, pathlib.Path(args.runs) / f"variant{index}", bench_args)
+    variants.append({"label": label, "xla_flags": bench["xla_flags"], "rows": bench["rows"]})
+  machine = bench["machine"]
+  results = {"command": shlex.join(["python", "experiments/xla_cpu_flags.py", *argv]),
+             "machine": f"{machine['cpu_cores']}-core {machine['processor']}, jax {machine['jax']}",
+             "variants": variants}
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+  out.with_suffix(".md").write_text(markdown(results))
+  print(markdown(results))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
