@@ -5,7 +5,7 @@ XLA reads XLA_FLAGS once per process, so every variant below runs as its own
 variant's images/s beside XLA's defaults. The options that help are set by default in
 inception_jax/xla_flags.py; "project defaults" is that choice (an empty XLA_FLAGS).
 
-Command (about 35 minutes on a 2-core CPU; arguments after the script's own go to the bench):
+Command (about 30 minutes on a 2-core CPU; arguments after the script's own go to the bench):
   python experiments/xla_cpu_flags.py --out experiments/results/xla_cpu_flags
 Writes OUT.json and OUT.md; each variant's bench.json/bench.md go under --runs.
 """
@@ -20,6 +20,8 @@ import shlex
 import subprocess
 import sys
 from typing import Any
+
+from inception_jax.training.devices import describe_line
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type"
 # label -> XLA_FLAGS. XLA's defaults must name the YNN flag, or the project's default applies.
@@ -59,7 +61,7 @@ def markdown(results: dict[str, Any]) -> str:
   cases = [_case(row) for row in variants[0]["rows"]]
   baseline = {_case(row): row["images_per_second"] for row in variants[0]["rows"]}
   lines = [f"# XLA CPU options\n\nCommand: `{results['command']}`\n",
-           f"Machine: {results['machine']}. Images/s of our step (median of the timed steps), "
+           f"Machine: {describe_line(results['machine'])}. Images/s of our step (median of the timed steps), "
            "and in brackets the ratio to XLA's defaults.\n",
            "| variant | XLA_FLAGS | " + " | ".join(cases) + " |",
            "|---|---|" + "---:|" * len(cases)]
@@ -83,15 +85,13 @@ def main(argv: list[str]) -> None:
     print(f"== {label}: XLA_FLAGS={flags!r}", flush=True)
     bench = run_variant(flags, pathlib.Path(args.runs) / f"variant{index}", bench_args)
     variants.append({"label": label, "xla_flags": bench["xla_flags"], "rows": bench["rows"]})
-  machine = bench["machine"]
   results = {"command": shlex.join(["python", "experiments/xla_cpu_flags.py", *argv]),
-             "machine": f"{machine['cpu_cores']}-core {machine['processor']}, jax {machine['jax']}",
-             "variants": variants}
-  out = pathlib.Path(args.out)
+             "machine": bench["machine"], "variants": variants}
+  out, report = pathlib.Path(args.out), markdown(results)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-  out.with_suffix(".md").write_text(markdown(results))
-  print(markdown(results))
+  out.with_suffix(".md").write_text(report)
+  print(report)
 
 
 if __name__ == "__main__":
