@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
+import time
 from collections.abc import Callable
 
 import ml_collections
@@ -53,3 +55,19 @@ class Case:
   @property
   def image_size(self) -> int:
     return NETWORKS[self.network].image_size
+
+
+def time_steps(step: Callable[[], None], batch: int, steps: int, warmup: int) -> dict[str, float]:
+  """Median seconds of `steps` calls of `step` after `warmup` untimed ones, and images/s.
+
+  `step` must wait for its own work (block_until_ready, cuda.synchronize), as both frameworks'
+  timings do, so that each call measures one whole step.
+  """
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    step()
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
+  return {"seconds_per_step": seconds, "images_per_second": batch / seconds}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
-from inception_jax.bench.cases import Case
+from inception_jax.bench.cases import Case, time_steps
 from inception_jax.models import build_model
 from inception_jax.training import devices, optim
 from inception_jax.training.defaults import base_config
@@ -47,19 +46,13 @@ def time_ours(case: Case, steps: int, warmup: int) -> dict[str, Any]:
   compiled, memory = devices.compile_step(step, state, batch)
   compile_seconds = time.perf_counter() - start
 
-  def run(state):
-    """(the state for the next step, what to wait for): train donates and replaces the state."""
+  def step() -> None:
+    """One step, waited for; train donates the state and replaces it with the step's."""
+    nonlocal state
     out = compiled(state, batch)
-    return (out, out) if case.mode == "train" else (state, out)
-
-  times = []
-  for i in range(warmup + steps):
-    start = time.perf_counter()
-    state, out = run(state)
+    if case.mode == "train":
+      state = out
     jax.block_until_ready(out)
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
-  seconds = statistics.median(times)
-  return {"seconds_per_step": seconds, "images_per_second": case.batch / seconds,
-          "compile_seconds": compile_seconds, "memory_bytes": memory,
-          "devices": jax.local_device_count()}
+
+  return {**time_steps(step, case.batch, steps, warmup), "compile_seconds": compile_seconds,
+          "memory_bytes": memory, "devices": jax.local_device_count()}

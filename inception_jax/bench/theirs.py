@@ -7,14 +7,13 @@ momentum and weight decay, cross-entropy on the main logits plus 0.3 x each aux 
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-from inception_jax.bench.cases import NETWORKS, Case
+from inception_jax.bench.cases import NETWORKS, Case, time_steps
 from inception_jax.bench.torch_googlenet import parameter_count, peer
 from inception_jax.models import build_model
 
@@ -65,15 +64,12 @@ def time_theirs(case: Case, variant: str, steps: int, warmup: int) -> dict[str, 
   step()  # the first step: torch.compile compiles here
   _sync(dev)
   first_seconds = time.perf_counter() - start
-  times = []
-  for i in range(warmup + steps):
-    start = time.perf_counter()
+
+  def timed_step() -> None:
     step()
     _sync(dev)
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
-  seconds = statistics.median(times)
-  return {"seconds_per_step": seconds, "images_per_second": case.batch / seconds,
-          "compile_seconds": max(0.0, first_seconds - seconds),
+
+  timing = time_steps(timed_step, case.batch, steps, warmup)
+  return {**timing, "compile_seconds": max(0.0, first_seconds - timing["seconds_per_step"]),
           "memory_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
           "peer": what, "parameters": parameter_count(net)}
