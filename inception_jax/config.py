@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
+import pathlib
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -41,6 +43,35 @@ def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_col
   module, arg = load_config_module(spec)
   config = module.get_config(arg) if arg else module.get_config()
   return apply_overrides(config, overrides or {})
+
+
+def config_json(config: ml_collections.ConfigDict) -> str:
+  """The text of a workdir's config.json: the resolved config, keys sorted."""
+  return config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+
+
+def _tuples(value: Any) -> Any:
+  """JSON's lists back into the tuples every list-valued config field holds."""
+  if isinstance(value, dict):
+    return {key: _tuples(item) for key, item in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(item) for item in value)
+  return value
+
+
+def load_workdir_config(workdir: str | os.PathLike,
+                        overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The resolved config a run (or an import) left in `<workdir>/config.json`, with overrides."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise ConfigError(f"{workdir} holds no config.json (not a run's workdir?); pass the run's "
+                      f"config with --config path/to/config.py.")
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise ConfigError(f"{path} cannot be read as JSON ({error}); pass the run's config with "
+                      f"--config path/to/config.py.") from None
+  return apply_overrides(ml_collections.ConfigDict(_tuples(saved)), overrides or {})
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 import absl.logging
 
 from inception_jax.bench.options import BenchOptions
-from inception_jax.config import load_config, parse_override_args
+from inception_jax.config import load_config, load_workdir_config, parse_override_args
 from inception_jax.errors import ConfigError
+from inception_jax.weights.sources import BVLC_GOOGLENET_URL, TORCHVISION_URL
 
+WORKDIR_CONFIG = " (default: the workdir's config.json)"
 CONFIG_HELP = ("config file, optionally with an argument: configs/imagenet.py[:torchvision]. "
                "Override any of its fields with --config.KEY=VALUE, e.g. "
                "--config.model.module=naive --config.model.kernel_sizes=(1,3,3)")
@@ -44,10 +46,39 @@ def _parser() -> argparse.ArgumentParser:
   evaluate = commands.add_parser(
       "eval", allow_abbrev=False, help="evaluate a checkpoint of a run",
       description="Evaluates the latest (or the chosen) checkpoint in a workdir on the eval split.")
-  evaluate.add_argument("--config", required=True, help=CONFIG_HELP)
+  evaluate.add_argument("--config", help=CONFIG_HELP + WORKDIR_CONFIG)
   evaluate.add_argument("--workdir", required=True, help="the run's workdir")
   evaluate.add_argument("--step", type=int, default=None,
                         help="the checkpoint's step (default: the latest)")
+  predict = commands.add_parser(
+      "predict", allow_abbrev=False, help="classify image files with a run's checkpoint",
+      description="Prints the top classes of each image (JPEG, PNG) by the checkpoint in a "
+                  "workdir, after the eval preprocessing; class names come from the dataset's "
+                  "TFDS metadata.")
+  predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+  predict.add_argument("--workdir", required=True, help="a run's (or an import's) workdir")
+  predict.add_argument("--config", help=CONFIG_HELP + WORKDIR_CONFIG)
+  predict.add_argument("--step", type=int, default=None,
+                       help="the checkpoint's step (default: the latest)")
+  predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
+  predict.add_argument("--json", action="store_true",
+                       help='print a JSON list: {"image", "top": [{"class", "label", '
+                            '"probability"}, ...]} per image')
+  imports = commands.add_parser(
+      "import-weights", allow_abbrev=False, help="a published GoogLeNet's weights as a workdir",
+      description="Reads torchvision's googlenet state dict (.pth or .safetensors) or BVLC's "
+                  "caffemodel into our network and writes WORKDIR as a finished run leaves it "
+                  "(config.json, a checkpoint, metrics.jsonl) for eval, predict and fine-tuning "
+                  "(--config.init_from=WORKDIR).")
+  imports.add_argument("--from", dest="source", required=True, choices=("torchvision", "bvlc"),
+                       help="torchvision: googlenet-1378be20.pth (" + TORCHVISION_URL + ") or any "
+                            "state dict of torchvision.models.googlenet; bvlc: "
+                            "bvlc_googlenet.caffemodel (" + BVLC_GOOGLENET_URL + ")")
+  imports.add_argument("--weights", required=True, metavar="FILE", help="the weights file")
+  imports.add_argument("--workdir", required=True, help="a new directory to write")
+  imports.add_argument("--config", default=None,
+                       help="the network's config (default: configs/imagenet.py:torchvision or "
+                            ":paper, in float32)")
   sweep = commands.add_parser(
       "sweep", allow_abbrev=False, help="run a grid of config overrides and report on it",
       description="Runs every point of a sweep file's grid as its own `inception-jax train` in "
@@ -126,7 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
       from inception_jax.sweeps.run import run_sweep
       return run_sweep(args.sweep_file, args.workdir, overrides, index=args.index,
                        count=args.count, dry_run=args.dry_run)
-    config = load_config(args.config, overrides)
+    if args.command == "import-weights":
+      from inception_jax.weights.importer import import_weights
+      import_weights(args.source, args.weights, args.workdir, args.config, overrides)
+      return 0
+    if args.config is None:  # eval and predict: the config the run itself wrote
+      config = load_workdir_config(args.workdir, overrides)
+    else:
+      config = load_config(args.config, overrides)
     if args.command == "summarize":
       from inception_jax.summarize import summarize
       print(summarize(config, as_json=args.json, compare=args.compare, xla=args.xla))
@@ -141,6 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "eval":
       from inception_jax.training.trainer import evaluate
       evaluate(config, args.workdir, args.step)
+    elif args.command == "predict":
+      from inception_jax.predict import format_predictions, predict
+      if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {args.top}.")
+      print(format_predictions(
+          predict(config, args.workdir, args.images, args.top, args.step), args.json))
   except ConfigError as error:
     print(f"inception-jax {args.command}: error: {error}", file=sys.stderr)
     return 2

@@ -62,11 +62,11 @@ def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
       builder.download_and_prepare(download_config=config)
     except Exception as error:  # TFDS raises anything from AssertionError to network errors
       raise _prepare_error(data.name, builder, data.manual_dir, error) from error
-  _supervised_keys(builder)
+  supervised_keys(builder)
   return builder
 
 
-def _supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
+def supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
   keys = builder.info.supervised_keys
   features = builder.info.features
   if (not keys or len(keys) != 2 or not isinstance(features[keys[0]], tfds.features.Image)
@@ -77,7 +77,7 @@ def _supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
 
 
 def num_classes(builder: tfds.core.DatasetBuilder) -> int:
-  return builder.info.features[_supervised_keys(builder)[1]].num_classes
+  return builder.info.features[supervised_keys(builder)[1]].num_classes
 
 
 def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
@@ -91,7 +91,7 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
 
 def _examples(builder: tfds.core.DatasetBuilder, split: str, seed: int) -> tf.data.Dataset:
   """(encoded image, label) pairs in a fixed order: the files shuffled once by `seed`."""
-  image_key, label_key = _supervised_keys(builder)
+  image_key, label_key = supervised_keys(builder)
   read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False,
                                 try_autocache=False)
   dataset = builder.as_dataset(split=split, shuffle_files=True, read_config=read_config,
@@ -100,7 +100,7 @@ def _examples(builder: tfds.core.DatasetBuilder, split: str, seed: int) -> tf.da
 
 
 def _is_jpeg(builder: tfds.core.DatasetBuilder) -> bool:
-  return builder.info.features[_supervised_keys(builder)[0]].encoding_format == "jpeg"
+  return builder.info.features[supervised_keys(builder)[0]].encoding_format == "jpeg"
 
 
 def train_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict, *,

@@ -11,7 +11,10 @@ moves a quarter of the bytes a float32 pipeline would.
 from __future__ import annotations
 
 import ml_collections
+import numpy as np
 import tensorflow as tf
+
+from inception_jax.errors import ConfigError
 
 # The paper's "resize with a randomly chosen interpolation (bilinear, area, nearest, cubic)".
 INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic")
@@ -110,3 +113,17 @@ def eval_image(encoded: tf.Tensor, image_size: int, crop_fraction: float, jpeg: 
   shape, image = _image_shape(encoded, jpeg)
   image = _decode_window(encoded, image, _center_window(shape, crop_fraction))
   return _to_uint8(_resize(image, image_size, "bilinear"))
+
+
+def eval_image_file(path: str, image_size: int, crop_fraction: float) -> np.ndarray:
+  """An image file (JPEG, PNG, GIF, BMP) as evaluation sees it: uint8 [image_size, image_size, 3]."""
+  try:
+    encoded = tf.io.read_file(path)
+  except tf.errors.OpError as error:
+    raise ConfigError(f"cannot read image {path!r}: {error.message}") from None
+  jpeg = encoded.numpy()[:3] == b"\xff\xd8\xff"
+  try:
+    return eval_image(encoded, image_size, crop_fraction, jpeg).numpy()
+  except tf.errors.OpError as error:
+    raise ConfigError(f"{path!r} is not an image TensorFlow can decode (JPEG, PNG, GIF, BMP): "
+                      f"{error.message.splitlines()[0]}") from None

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from inception_jax.errors import ConfigError
@@ -41,6 +42,12 @@ STEMS = {
 }
 
 
+def is_head(layer: str) -> bool:
+  """The classifier and the aux heads (top-level layer names): what `trainable=head` trains and
+  what a fine-tuned network with another num_classes initialises anew."""
+  return layer == "classifier" or layer.startswith("aux_")
+
+
 def stage_of(module_name: str) -> str:
   """'inception_4c' -> '4': modules of one stage share a resolution; stages are split by pools."""
   return module_name.rsplit("_", 1)[-1][:-1]
@@ -53,6 +60,16 @@ def _paper_aux_pool(x: jnp.ndarray) -> jnp.ndarray:
         f"{x.shape[1]}x{x.shape[2]}; use --config.model.aux_pool=adaptive or larger images.")
   return nn.avg_pool(x, (5, 5), (3, 3))
 
+
+# What each network was trained to see, from RGB pixel values in [0, 255]. Computed in float32.
+BVLC_MEAN_BGR = (104.0, 117.0, 123.0)  # BVLC GoogLeNet's train_val.prototxt `mean_value`s
+INPUT_TRANSFORMS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
+    # RGB in [-1, 1]: this project's default, and exactly what torchvision's pretrained googlenet
+    # sees: its `transform_input` turns ImageNet-normalised input back into (pixels/255 - 0.5)/0.5.
+    "symmetric": lambda pixels: pixels * (2.0 / 255.0) - 1.0,
+    # Caffe's BVLC GoogLeNet: BGR channel order, 0..255 less the per-channel training mean.
+    "caffe_bgr": lambda pixels: pixels[..., ::-1] - jnp.asarray(BVLC_MEAN_BGR, jnp.float32),
+}
 
 AUX_POOLS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
     "paper": _paper_aux_pool,  # 5x5/3 average pool: 14x14 -> 4x4
@@ -84,7 +101,11 @@ class AuxHead(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-  """GoogLeNet over NHWC images; every structural choice comes in resolved, from `build_model`.
+  """GoogLeNet over NHWC RGB pixel values in [0, 255] (uint8 or float); every structural choice
+  comes in resolved, from `build_model`.
+
+  `input_transform` (INPUT_TRANSFORMS) maps the pixels to what the network was trained on, so an
+  imported network carries its input convention with it, as torchvision's `transform_input` does.
 
   `inception` lists the modules in order as (name, branch specs); a max pool (3x3/2 or 2x2/2,
   `stage_pools`) goes between stages. Auxiliary heads run only in training, on the outputs of
@@ -105,24 +126,28 @@ class GoogLeNet(nn.Module):
   aux_pool: str = "paper"
   aux_widths: tuple[int, int] = (128, 1024)
   aux_dropout: float = 0.7
+  frozen_backbone: bool = False
+  input_transform: str = "symmetric"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> GoogLeNetOutput:
+  def __call__(self, pixels: jnp.ndarray, train: bool = False) -> GoogLeNetOutput:
     conv = functools.partial(
         ConvUnit, batchnorm=self.batchnorm, bn_momentum=self.bn_momentum,
         bn_epsilon=self.bn_epsilon, batch_axis_name=self.batch_axis_name,
         dtype=self.dtype, param_dtype=self.param_dtype)
-    x = x.astype(self.dtype)
+    x = INPUT_TRANSFORMS[self.input_transform](pixels.astype(jnp.float32)).astype(self.dtype)
 
+    backbone_train = train and not self.frozen_backbone
+    head_input = jax.lax.stop_gradient if self.frozen_backbone else (lambda features: features)
     c1, c2_reduce, c2 = self.stem_widths
-    x = conv(c1, self.stem.kernel, self.stem.strides, name="conv1")(x, train)
+    x = conv(c1, self.stem.kernel, self.stem.strides, name="conv1")(x, backbone_train)
     if self.stem.pools:
       x = MaxPool(3, 2, name="pool1")(x)
     if self.lrn:
       x = LocalResponseNorm(name="norm1")(x)
-    x = Branch((Conv(1, c2_reduce), Conv(3, c2)), conv, name="conv2")(x, train)
+    x = Branch((Conv(1, c2_reduce), Conv(3, c2)), conv, name="conv2")(x, backbone_train)
     if self.lrn:
       x = LocalResponseNorm(name="norm2")(x)
     if self.stem.pools:
@@ -133,15 +158,15 @@ class GoogLeNet(nn.Module):
     for i, (name, branches) in enumerate(self.inception):
       if i and stage_of(name) != stage_of(self.inception[i - 1][0]):
         x = MaxPool(next(stage_pools), 2, name=f"pool{stage_of(self.inception[i - 1][0])}")(x)
-      x = InceptionModule(branches, conv, name=name)(x, train)
+      x = InceptionModule(branches, conv, name=name)(x, backbone_train)
       if train and name in self.aux_from:
         aux_logits.append(AuxHead(
             self.num_classes, self.aux_pool, *self.aux_widths, self.aux_dropout, conv,
             batch_axis_name=self.batch_axis_name,
             dtype=self.dtype, param_dtype=self.param_dtype,
-            name=f"aux_{name.rsplit('_', 1)[-1]}")(x, train))
+            name=f"aux_{name.rsplit('_', 1)[-1]}")(head_input(x), train))
 
-    x = GlobalAvgPool(name="avgpool")(x)
+    x = GlobalAvgPool(name="avgpool")(head_input(x))
     x = BatchDropout(self.dropout, self.batch_axis_name, name="dropout")(x, train)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                       name="classifier")(x)

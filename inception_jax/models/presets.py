@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from inception_jax.errors import ConfigError, choose
-from inception_jax.models.googlenet import STEMS, AUX_POOLS, GoogLeNet, stage_of
+from inception_jax.models.googlenet import (
+    AUX_POOLS, INPUT_TRANSFORMS, STEMS, GoogLeNet, stage_of)
 from inception_jax.models.module import MODULE_KINDS, ModuleWidths, scale_width
 
 # Paper Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
@@ -52,6 +53,8 @@ def _paper() -> dict[str, Any]:
       bn_momentum=0.9,             # BatchNorm only (PyTorch's momentum 0.1)
       bn_epsilon=1e-3,
       dtype="float32",             # compute dtype: float32 | bfloat16; parameters stay float32
+      input_transform="symmetric",  # pixels -> network input: symmetric (RGB in [-1, 1]) |
+                                    # caffe_bgr (BGR minus BVLC's mean: the imported BVLC network)
   )
 
 
@@ -86,11 +89,12 @@ def _check_range(value: float, low: float, high: float, field: str) -> None:
     raise ConfigError(f"{field} must be in [{low}, {high}), got {value!r}.")
 
 
-def build_model(cfg: ml_collections.ConfigDict, batch_axis_name: str | None = None) -> GoogLeNet:
+def build_model(cfg: ml_collections.ConfigDict, batch_axis_name: str | None = None,
+                frozen_backbone: bool = False) -> GoogLeNet:
   """Validates the model fields of a config and builds the GoogLeNet they describe.
 
   `batch_axis_name` is the pmap axis over which BatchNorm averages its batch statistics and
-  dropout draws its masks.
+  dropout draws its masks. `frozen_backbone` trains the heads only (GoogLeNet.frozen_backbone).
   """
   branches_of = choose(MODULE_KINDS, cfg.module, "model.module")
   lrn, batchnorm = choose(NORMS, cfg.norm, "model.norm")
@@ -104,6 +108,7 @@ def build_model(cfg: ml_collections.ConfigDict, batch_axis_name: str | None = No
   if cfg.num_classes < 1:
     raise ConfigError(f"model.num_classes must be at least 1, got {cfg.num_classes}.")
   choose(AUX_POOLS, cfg.aux_pool, "model.aux_pool")
+  choose(INPUT_TRANSFORMS, cfg.input_transform, "model.input_transform")
 
   names = sorted(cfg.widths)
   if not names:
@@ -142,6 +147,8 @@ def build_model(cfg: ml_collections.ConfigDict, batch_axis_name: str | None = No
       aux_pool=cfg.aux_pool,
       aux_widths=tuple(map(scale, _positive_ints(cfg.aux_widths, 2, "model.aux_widths"))),
       aux_dropout=cfg.aux_dropout,
+      frozen_backbone=frozen_backbone,
+      input_transform=cfg.input_transform,
       dtype=choose(DTYPES, cfg.dtype, "model.dtype"),
       param_dtype=jnp.float32,
   )

@@ -64,9 +64,11 @@ class Checkpoints:
 
   def check_compatible(self, abstract_state: Any, step: int) -> None:
     """Raises a ConfigError naming the arrays whose shapes differ from this config's state."""
-    saved = _shapes(self._manager.item_metadata(step)["state"].tree)
-    wanted = _shapes(flax.serialization.to_state_dict(abstract_state))
-    differences = _differences(saved, wanted)
+    self._refuse_differences(self._manager.item_metadata(step)["state"].tree,
+                             flax.serialization.to_state_dict(abstract_state), step)
+
+  def _refuse_differences(self, saved: Any, wanted: Any, step: int) -> None:
+    differences = _differences(_shapes(saved), _shapes(wanted))
     if differences:
       more = len(differences) - MAX_LISTED_DIFFERENCES
       listed = "\n  ".join(differences[:MAX_LISTED_DIFFERENCES] + [f"... {more} more"] * (more > 0))
@@ -75,16 +77,40 @@ class Checkpoints:
           f"than this config describes:\n  {listed}\nNothing was changed. Train in a new "
           f"--workdir, or rerun with the config this one was trained with (its config.json).")
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """The state (laid out like `abstract_state`) and progress saved at `step` (default latest)."""
+  def _saved_step(self, step: int | None) -> int:
+    """`step`, or the latest when None; a step with no checkpoint is a ConfigError."""
     step = self.latest_step() if step is None else step
     if step is None or step not in self.all_steps():
       raise ConfigError(f"no checkpoint at step {step} in {self.directory}; saved steps: "
                         f"{self.all_steps() or 'none'}.")
+    return step
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The state (laid out like `abstract_state`) and progress saved at `step` (default latest)."""
+    step = self._saved_step(step)
     self.check_compatible(abstract_state, step)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
     return restored["state"], restored["progress"]
+
+  def restore_variables(self, sharding: jax.sharding.Sharding, step: int | None = None,
+                        expected: Any = None) -> tuple[dict[str, Any], int]:
+    """The weights a run evaluates (its Polyak average where it kept one) and its BatchNorm
+    statistics at `step` (default: the latest), and the step: for predicting and fine-tuning,
+    whatever optimizer or config wrote the checkpoint. The whole state is read (orbax restores
+    no part of an item alone), laid out as its own metadata says. With `expected` (params and
+    batch_stats shapes), a checkpoint of another model is refused, naming the differences."""
+    step = self._saved_step(step)
+    saved = self._manager.item_metadata(step)["state"].tree
+    if expected is not None:
+      self._refuse_differences(
+          {"params": saved["params"], "batch_stats": saved["batch_stats"]}, expected, step)
+    abstract = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), saved)
+    state = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
+    return {"params": state["ema_params"] or state["params"],
+            "batch_stats": state["batch_stats"]}, step
 
   def save(self, step: int, state: Any, progress: dict[str, Any]) -> None:
     """Starts an asynchronous save; the train loop goes on while it is written."""

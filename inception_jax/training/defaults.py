@@ -45,6 +45,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.aux_loss_weight = 0.3  # the paper's weight for each aux head's loss
   config.ema_decay = 0.0        # Polyak averaging of the weights, used for eval when > 0
 
+  # Fine-tuning: start from another run's (or an imported network's) weights.
+  config.init_from = ""         # a workdir, or WORKDIR:STEP; "" trains from scratch
+  config.trainable = "all"      # all | head (the classifier and aux heads; the backbone frozen)
+
   config.log_every_steps = 100
   config.eval_every_steps = 0   # 0: only at the end
   config.checkpoint_every_steps = 1000

@@ -9,6 +9,7 @@ import ml_collections
 import optax
 
 from inception_jax.errors import ConfigError, choose
+from inception_jax.models.googlenet import is_head
 
 # The paper: "decreasing the learning rate by 4% every 8 epochs".
 PAPER_DECAY_RATE = 0.96
@@ -75,5 +76,24 @@ OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, optax.Schedule],
                                optax.GradientTransformation]] = {"sgd": _sgd, "adamw": _adamw}
 
 
+def _head_labels(params: optax.Params) -> optax.Params:
+  """'train' for the classifier's and aux heads' parameters, 'freeze' for the backbone's."""
+  return {layer: jax.tree.map(lambda _, label="train" if is_head(layer) else "freeze": label, tree)
+          for layer, tree in params.items()}
+
+
+# config.trainable: everything, or the classifier and aux heads only (the backbone frozen).
+FROZEN_BACKBONE = {"all": False, "head": True}
+
+
+def frozen_backbone(config: ml_collections.ConfigDict) -> bool:
+  return choose(FROZEN_BACKBONE, config.trainable, "trainable")
+
+
 def optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
-  return choose(OPTIMIZERS, config.optimizer, "optimizer")(config, schedule)
+  """config.optimizer's update; with a frozen backbone, the backbone gets none (no weight decay
+  either), so its parameters stay exactly as they were."""
+  tx = choose(OPTIMIZERS, config.optimizer, "optimizer")(config, schedule)
+  if frozen_backbone(config):
+    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, _head_labels)
+  return tx

@@ -59,9 +59,9 @@ class Reporter:
   """Writes train and eval points to the console, metrics.jsonl and TensorBoard."""
 
   def __init__(self, workdir: str | pathlib.Path, resume_step: int, active: bool,
-               console: TextIO = sys.stdout):
+               console: TextIO | None = None):
     self.active = active
-    self._console = console
+    self._console = console or sys.stdout  # looked up now: tests and tools replace sys.stdout
     if not active:
       return
     path = pathlib.Path(workdir) / METRICS_FILE

@@ -44,29 +44,38 @@ def zero_sums() -> Metrics:
   return {name: jnp.zeros((), jnp.float32) for name in TRAIN_SUMS}
 
 
+def _seed_keys(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """The keys of the initial parameters and of dropout, both from config.seed."""
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  return init_rng, dropout_rng
+
+
+def initial_variables(config: ml_collections.ConfigDict, model: GoogLeNet) -> dict[str, Any]:
+  """The parameters and BatchNorm statistics a run starting from scratch gets."""
+  return init_variables(model, _seed_keys(config)[0], (config.image_size, config.image_size, 3))
+
+
 def create_train_state(config: ml_collections.ConfigDict, model: GoogLeNet,
-                       tx: optax.GradientTransformation) -> TrainState:
+                       tx: optax.GradientTransformation,
+                       variables: dict[str, Any] | None = None) -> TrainState:
   """Initial state from config.seed: parameters, optimizer state, EMA copy, dropout key.
 
-  One jitted program: built op by op, the optimizer's zeros alone cost a compile per shape.
+  `variables` (params and batch_stats: imported, or taken from a run to fine-tune) replace the
+  initialisation. One jitted program: built op by op, the optimizer's zeros alone cost a compile
+  per shape.
   """
 
-  def create() -> TrainState:
-    init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-    variables = init_variables(model, init_rng, (config.image_size, config.image_size, 3))
+  def create(variables: dict[str, Any] | None) -> TrainState:
+    if variables is None:
+      variables = initial_variables(config, model)
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
         ema_params=params if config.ema_decay > 0 else {},
-        rng=jax.random.key_data(dropout_rng), train_sums=zero_sums())
+        rng=jax.random.key_data(_seed_keys(config)[1]), train_sums=zero_sums())
 
-  return jax.jit(create)()
-
-
-def _images(batch: Batch) -> jax.Array:
-  """uint8 [0, 255] -> float32 [-1, 1]; the model casts to its compute dtype."""
-  return batch["image"].astype(jnp.float32) * (2.0 / 255.0) - 1.0
+  return jax.jit(create)(variables)
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
@@ -87,7 +96,7 @@ def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation,
 
   def loss_fn(params, state: TrainState, batch: Batch, dropout_rng: jax.Array):
     output, updates = model.apply(
-        {"params": params, "batch_stats": state.batch_stats}, _images(batch), train=True,
+        {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
         mutable=["batch_stats"], rngs={"dropout": dropout_rng})
     labels = batch["label"]
     main = _cross_entropy(output.logits, labels, config.label_smoothing).mean()
@@ -127,7 +136,7 @@ def make_eval_step(model: GoogLeNet) -> Callable[[TrainState, Batch], Metrics]:
 
   def eval_step(state: TrainState, batch: Batch) -> Metrics:
     logits = model.apply({"params": state.eval_params(), "batch_stats": state.batch_stats},
-                         _images(batch), train=False).logits
+                         batch["image"], train=False).logits
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
     return jax.lax.psum({
         "loss": (_cross_entropy(logits, labels) * mask).sum(),

@@ -23,14 +23,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from inception_jax.config import config_json
 from inception_jax.data import input_pipeline
 from inception_jax.errors import ConfigError
 from inception_jax.models import build_model
-from inception_jax.training import devices, optim
+from inception_jax.training import devices, finetune, optim
 from inception_jax.training.checkpoints import Checkpoints
 from inception_jax.training.reporting import Reporter, eval_line, progress_line
-from inception_jax.training.steps import (TrainState, create_train_state, make_eval_step,
-                                          make_train_step, zero_sums)
+from inception_jax.training.steps import (TrainState, create_train_state, initial_variables,
+                                          make_eval_step, make_train_step, zero_sums)
 
 COMPILATION_CACHE = pathlib.Path.home() / ".cache" / "inception-jax" / "jax"
 
@@ -106,7 +107,8 @@ class _Run:
                         f"{self.train_examples} training examples; lower it.")
     self.total_steps = (config.num_train_steps if config.num_train_steps > 0
                         else round(config.num_epochs * self.steps_per_epoch))
-    self.model = build_model(config.model, batch_axis_name=devices.AXIS)
+    self.model = build_model(config.model, batch_axis_name=devices.AXIS,
+                             frozen_backbone=optim.frozen_backbone(config))
     self.schedule = optim.learning_rate_schedule(config, self.total_steps, self.steps_per_epoch)
     self.tx = optim.optimizer(config, self.schedule)
 
@@ -143,7 +145,7 @@ def _evaluate(eval_step, state: TrainState, batches: tf.data.Dataset) -> dict[st
 def _write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
   """config.json holds the resolved config; a different earlier one is kept beside it."""
   path = workdir / "config.json"
-  text = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+  text = config_json(config)
   if path.exists() and path.read_text() != text:
     earlier = workdir / f"config.until-step-{step}.json"
     for attempt in itertools.count(2):
@@ -165,18 +167,28 @@ def _sigterm_flag() -> Iterator[list[bool]]:
     signal.signal(signal.SIGTERM, previous)
 
 
-def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any]]:
-  """The latest checkpoint's state and progress, else a fresh state; touches nothing on disk."""
+def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any], list[str]]:
+  """The latest checkpoint's state and progress, else a fresh state (from config.init_from's
+  weights when set), and lines to tell the user; touches nothing on disk."""
   if (run.workdir / "checkpoints").is_dir():
     existing = Checkpoints(run.workdir, read_only=True)
     try:
       if existing.latest_step() is not None:  # refuses another model's checkpoint
         state, progress = existing.restore(run.abstract_state())
-        return devices.from_checkpoint(state), progress
+        if "imported" in progress:
+          raise ConfigError(
+              f"{run.workdir} holds imported weights ({progress['imported']['source']}), not a "
+              f"run to resume. Fine-tune from them in a new workdir: --config.init_from="
+              f"{run.workdir} --workdir NEW_DIR. Nothing was changed.")
+        return devices.from_checkpoint(state), progress, []
     finally:
       existing.close()
-  state = create_train_state(run.config, run.model, run.tx)
-  return devices.put_state(state), {"step": 0, "seconds": 0.0}
+  variables, lines = None, []
+  if run.config.init_from:
+    variables, lines = finetune.start_variables(
+        run.config, initial_variables(run.config, run.model))
+  state = create_train_state(run.config, run.model, run.tx, variables)
+  return devices.put_state(state), {"step": 0, "seconds": 0.0}, lines
 
 
 def _train_metrics(sums: dict[str, np.ndarray], learning_rate: float, images_per_second: float,
@@ -198,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """
   run = _Run(config, workdir)
   with _sigterm_flag() as terminated:
-    state, progress = _restore_or_create(run)
+    state, progress, start_lines = _restore_or_create(run)
     start_step = progress["step"]
     is_chief = devices.process_index() == 0
     if is_chief:
@@ -213,6 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         f"{run.train_examples:,} training images, batch {config.batch_size} over "
         f"{jax.device_count()} device(s), {run.total_steps} steps "
         f"({run.total_steps / run.steps_per_epoch:.1f} epochs); workdir {run.workdir}")
+    for line in start_lines:
+      reporter.print(line)
 
     train_step = devices.parallel(make_train_step(run.model, run.tx, config))
     eval_step = devices.parallel_eval(make_eval_step(run.model))

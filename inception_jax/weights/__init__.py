@@ -1,0 +1,1 @@
+"""Pretrained weights: reading torchvision's and BVLC's files into our networks."""
