@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,6 +17,12 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
   """A ' (did you mean ...?)' hint, or '' when nothing is close."""
   close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
   return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def listed(lines: Sequence[str], limit: int) -> str:
+  """Lines for a message, each on its own indented line, at most `limit` then '... N more'."""
+  more = len(lines) - limit
+  return "".join(f"\n  {line}" for line in [*lines[:limit], *[f"... {more} more"] * (more > 0)])
 
 
 def choose(registry: Mapping[str, T], key: str, field: str) -> T:

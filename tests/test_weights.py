@@ -90,7 +90,8 @@ def pixels(size, count=2, seed=0):
   height, width = size
   fields = [Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(
       (width, height), Image.Resampling.BICUBIC) for _ in range(count)]
-  noisy = np.stack([np.asarray(f, np.float64) for f in fields]) + rng.normal(0, 8, (count, *size, 3))
+  noise = rng.normal(0, 8, (count, *size, 3))
+  noisy = np.stack([np.asarray(field, np.float64) for field in fields]) + noise
   return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
 
 

@@ -6,9 +6,10 @@ that one of our resolved `GoogLeNet` modules describes (BatchNorm presets only):
 (bias-free convs + BatchNorm + ReLU, ceil-mode max pools, 3x3 in the "5x5" branch, 2x2 last pool,
 aux heads pooled adaptively to 4x4, dropout 0.2; 13,004,888 parameters with the aux heads), and
 for the small-image stem or a narrower width the same network with that change, which
-torchvision has no option for. The weight-import tests check our port against it. `peer(model, preset)` prefers
-torchvision's own model where it is that network and torchvision imports; torchvision's wheel is
-built against CUDA and fails to import on a CPU-only torch, and then the mirror stands in.
+torchvision has no option for. The weight-import tests check our port against it.
+`peer(model, preset)` prefers torchvision's own model where it is that network and torchvision
+imports; torchvision's wheel is built against CUDA and fails to import on a CPU-only torch, and
+then the mirror stands in.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class BasicConv2d(nn.Module):
 
 
 class Inception(nn.Module):
-  """Branches `branch1`..`branchN`: a single step bare, several in an nn.Sequential (torchvision)."""
+  """Branches `branch1`..`branchN`: one step bare, several in an nn.Sequential (torchvision)."""
 
   def __init__(self, channels_in: int, branches, eps: float):
     super().__init__()

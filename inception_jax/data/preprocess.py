@@ -10,6 +10,9 @@ moves a quarter of the bytes a float32 pipeline would.
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -116,14 +119,16 @@ def eval_image(encoded: tf.Tensor, image_size: int, crop_fraction: float, jpeg: 
 
 
 def eval_image_file(path: str, image_size: int, crop_fraction: float) -> np.ndarray:
-  """An image file (JPEG, PNG, GIF, BMP) as evaluation sees it: uint8 [image_size, image_size, 3]."""
+  """An image file (JPEG, PNG, GIF, BMP) as evaluation sees it: uint8 [size, size, 3]."""
   try:
-    encoded = tf.io.read_file(path)
-  except tf.errors.OpError as error:
-    raise ConfigError(f"cannot read image {path!r}: {error.message}") from None
-  jpeg = encoded.numpy()[:3] == b"\xff\xd8\xff"
+    data = pathlib.Path(path).read_bytes()
+  except OSError as error:
+    raise ConfigError(f"cannot read image {path!r}: {error.strerror or error}.") from None
+  encoded = tf.constant(data)
+  jpeg = data[:3] == b"\xff\xd8\xff"
   try:
     return eval_image(encoded, image_size, crop_fraction, jpeg).numpy()
   except tf.errors.OpError as error:
-    raise ConfigError(f"{path!r} is not an image TensorFlow can decode (JPEG, PNG, GIF, BMP): "
-                      f"{error.message.splitlines()[0]}") from None
+    reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", error.message.splitlines()[0])
+    raise ConfigError(f"{path!r} is not an image TensorFlow can decode (JPEG, PNG, GIF, BMP, "
+                      f"WebP): {reason}") from None

@@ -15,7 +15,7 @@ import flax
 import jax
 import orbax.checkpoint as ocp
 
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, listed
 
 MAX_LISTED_DIFFERENCES = 5
 
@@ -70,12 +70,11 @@ class Checkpoints:
   def _refuse_differences(self, saved: Any, wanted: Any, step: int) -> None:
     differences = _differences(_shapes(saved), _shapes(wanted))
     if differences:
-      more = len(differences) - MAX_LISTED_DIFFERENCES
-      listed = "\n  ".join(differences[:MAX_LISTED_DIFFERENCES] + [f"... {more} more"] * (more > 0))
       raise ConfigError(
           f"{self.directory} holds a checkpoint (step {step}) of a different model or optimizer "
-          f"than this config describes:\n  {listed}\nNothing was changed. Train in a new "
-          f"--workdir, or rerun with the config this one was trained with (its config.json).")
+          f"than this config describes:{listed(differences, MAX_LISTED_DIFFERENCES)}\n"
+          f"Nothing was changed. Train in a new --workdir, or rerun with the config this one "
+          f"was trained with (its config.json).")
 
   def _saved_step(self, step: int | None) -> int:
     """`step`, or the latest when None; a step with no checkpoint is a ConfigError."""

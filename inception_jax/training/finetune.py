@@ -16,9 +16,10 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from inception_jax.config import load_workdir_config
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, listed
 from inception_jax.models.googlenet import is_head
 from inception_jax.training import devices
 from inception_jax.training.checkpoints import Checkpoints
@@ -41,31 +42,11 @@ def _plain(value: Any) -> Any:
   return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
 
 
-def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  flat = {}
-  for key, value in tree.items():
-    flat.update(_flat(value, (*prefix, key)) if isinstance(value, Mapping)
-                else {(*prefix, key): value})
-  return flat
-
-
-def _nested(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return tree
-
-
 def _refuse(config: ml_collections.ConfigDict, source: pathlib.Path, what: str,
             lines: list[str]) -> ConfigError:
-  more = len(lines) - MAX_LISTED
-  listed = "\n  ".join(lines[:MAX_LISTED] + [f"... {more} more"] * (more > 0))
   return ConfigError(
-      f"init_from={config.init_from!r}: {what}:\n  {listed}\nFine-tuning keeps the source's "
-      f"backbone; only the classifier and aux heads may differ (e.g. num_classes). Use the "
+      f"init_from={config.init_from!r}: {what}:{listed(lines, MAX_LISTED)}\n"
+      f"Fine-tuning keeps the source's backbone; only the classifier and aux heads may differ (e.g. num_classes). Use the "
       f"source's model settings (its config.json in {source}). Nothing was written.")
 
 
@@ -92,7 +73,7 @@ def start_variables(config: ml_collections.ConfigDict,
     saved, saved_step = checkpoints.restore_variables(devices.checkpoint_sharding(), step)
   finally:
     checkpoints.close()
-  saved, fresh = _flat(jax.device_get(saved)), _flat(jax.device_get(dict(fresh)))
+  saved, fresh = flatten_dict(jax.device_get(saved)), flatten_dict(jax.device_get(dict(fresh)))
 
   start, renewed, mismatched = {}, [], []
   for path, value in fresh.items():
@@ -120,4 +101,4 @@ def start_variables(config: ml_collections.ConfigDict,
                  f"{', '.join(layers)}.")
   if unused:
     lines.append(f"Not used (this config has no such layer): {', '.join(unused)}.")
-  return _nested(start), lines
+  return unflatten_dict(start), lines

@@ -90,7 +90,8 @@ def frozen_backbone(config: ml_collections.ConfigDict) -> bool:
   return choose(FROZEN_BACKBONE, config.trainable, "trainable")
 
 
-def optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+def optimizer(config: ml_collections.ConfigDict,
+              schedule: optax.Schedule) -> optax.GradientTransformation:
   """config.optimizer's update; with a frozen backbone, the backbone gets none (no weight decay
   either), so its parameters stay exactly as they were."""
   tx = choose(OPTIMIZERS, config.optimizer, "optimizer")(config, schedule)

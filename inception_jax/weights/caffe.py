@@ -21,7 +21,6 @@ from google.protobuf.message import DecodeError
 from inception_jax.errors import ConfigError
 from inception_jax.weights.sources import BVLC_GOOGLENET_URL
 
-
 _F = descriptor_pb2.FieldDescriptorProto
 # message -> (field, number, label, type, message type); from caffe.proto (proto2, package caffe).
 # caffe.proto marks the repeated numbers [packed = true]; a parser reads packed or not alike.

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, listed
 from inception_jax.models.branch import Conv
 from inception_jax.models.googlenet import GoogLeNet
 
@@ -115,7 +116,8 @@ NAMINGS = {
         ignored_suffixes=(".num_batches_tracked",)),
     # Caffe: a conv with a bias (blobs [weight, bias], read as LAYER.weight and LAYER.bias).
     "bvlc": Naming(
-        _bvlc_layer, {("params", "conv", "kernel"): ".weight", ("params", "conv", "bias"): ".bias"}),
+        _bvlc_layer,
+        {("params", "conv", "kernel"): ".weight", ("params", "conv", "bias"): ".bias"}),
 }
 
 
@@ -154,31 +156,6 @@ def _strip_leading_ones(value: np.ndarray, ndim: int) -> np.ndarray:
   return value
 
 
-def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flat(value, (*prefix, key)))
-    else:
-      flat[(*prefix, key)] = value
-  return flat
-
-
-def _nested(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return tree
-
-
-def _listed(lines: list[str]) -> str:
-  more = len(lines) - MAX_LISTED
-  return "\n  " + "\n  ".join(lines[:MAX_LISTED] + [f"... {more} more"] * (more > 0))
-
-
 def to_variables(tensors: Mapping[str, np.ndarray], model: GoogLeNet, expected: Mapping[str, Any],
                  naming: Naming, what: str) -> dict[str, Any]:
   """Our `params` and `batch_stats` for `model` from a source's tensors.
@@ -193,7 +170,7 @@ def to_variables(tensors: Mapping[str, np.ndarray], model: GoogLeNet, expected: 
     sources.update({path: (key, channel_major) for path, key in naming.keys(layer).items()})
   converted, used = {}, set()
   missing, misshaped = [], []
-  wanted = {path: tuple(leaf.shape) for path, leaf in _flat(expected).items()}
+  wanted = {path: tuple(leaf.shape) for path, leaf in flatten_dict(expected).items()}
   for path in [*(p for p in sources if p in wanted), *(p for p in wanted if p not in sources)]:
     ours, shape = "/".join(path[1:]), wanted[path]  # in the network's order
     key, channel_major = sources.get(path, (None, 0))
@@ -213,8 +190,8 @@ def to_variables(tensors: Mapping[str, np.ndarray], model: GoogLeNet, expected: 
     groups = [(f"{len(misshaped)} with another shape", misshaped),
               (f"{len(missing)} of the network's {len(sources)} missing", missing),
               (f"{len(unknown)} of the file's {len(tensors)} not part of this network", unknown)]
-    listed = "".join(f"\n{title}:{_listed(lines)}" for title, lines in groups if lines)
+    problems = "".join(f"\n{title}:{listed(lines, MAX_LISTED)}" for title, lines in groups if lines)
     raise ConfigError(
-        f"{what} does not match the configured network. Tensors{listed}\nIs it the right "
+        f"{what} does not match the configured network. Tensors{problems}\nIs it the right "
         f"file, and the config the network it holds? Nothing was written.")
-  return _nested(converted)
+  return unflatten_dict(converted)
