@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
@@ -23,6 +24,16 @@ def listed(lines: Sequence[str], limit: int) -> str:
   """Lines for a message, each on its own indented line, at most `limit` then '... N more'."""
   more = len(lines) - limit
   return "".join(f"\n  {line}" for line in [*lines[:limit], *[f"... {more} more"] * (more > 0)])
+
+
+def read_input_file(path: str | os.PathLike, what: str, fix: str) -> bytes:
+  """The bytes of a file the user named; one that cannot be read is a ConfigError saying `fix`."""
+  try:
+    with open(path, "rb") as file:
+      return file.read()
+  except OSError as error:
+    raise ConfigError(f"cannot read {what} {os.fspath(path)!r} ({error.strerror or error}): "
+                      f"{fix}.") from None
 
 
 def choose(registry: Mapping[str, T], key: str, field: str) -> T:

@@ -10,14 +10,13 @@ moves a quarter of the bytes a float32 pipeline would.
 
 from __future__ import annotations
 
-import pathlib
 import re
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, read_input_file
 
 # The paper's "resize with a randomly chosen interpolation (bilinear, area, nearest, cubic)".
 INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic")
@@ -120,10 +119,7 @@ def eval_image(encoded: tf.Tensor, image_size: int, crop_fraction: float, jpeg: 
 
 def eval_image_file(path: str, image_size: int, crop_fraction: float) -> np.ndarray:
   """An image file (JPEG, PNG, GIF, BMP) as evaluation sees it: uint8 [size, size, 3]."""
-  try:
-    data = pathlib.Path(path).read_bytes()
-  except OSError as error:
-    raise ConfigError(f"cannot read image {path!r}: {error.strerror or error}.") from None
+  data = read_input_file(path, "image", "check the path")
   encoded = tf.constant(data)
   jpeg = data[:3] == b"\xff\xd8\xff"
   try:

@@ -18,7 +18,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, read_input_file
 from inception_jax.weights.sources import BVLC_GOOGLENET_URL
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -77,12 +77,8 @@ def read_caffemodel(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
   file_name = repr(os.fspath(path))
   source = f"{BVLC_GOOGLENET_URL} (BVLC GoogLeNet's) or the model's own page"
   fix = f"download it again from {source}"
-  try:
-    with open(path, "rb") as file:
-      content = file.read()
-  except OSError as error:
-    raise ConfigError(f"cannot read the Caffe model {file_name} ({error.strerror or error}): "
-                      f"check the path, or download it from {source}.") from None
+  content = read_input_file(path, "the Caffe model",
+                            f"check the path, or download it from {source}")
   net = _net_parameter()()
   try:
     net.ParseFromString(content)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import ml_dtypes
 import numpy as np
 
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, read_input_file
 
 _MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py's MAGIC_NUMBER and PROTOCOL_VERSION
 _PROTOCOL = 1001
@@ -110,12 +110,7 @@ class _Unpickler(pickle.Unpickler):
 def read_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Name -> array for a state dict that torch.save wrote (zip or legacy format)."""
   path = os.fspath(path)
-  try:
-    with open(path, "rb") as file:
-      content = file.read()
-  except OSError as error:
-    raise ConfigError(f"cannot read the PyTorch weights {path!r} ({error.strerror or error}): "
-                      f"check the path, or download the file.") from None
+  content = read_input_file(path, "the PyTorch weights", "check the path, or download the file")
   try:
     if content.startswith(b"PK\x03\x04"):
       state, storages, data, byteorder = _read_zip(content, path)
