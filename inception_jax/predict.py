@@ -40,8 +40,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, images: Sequence[st
   names = class_names(config.data)
   pixels = np.stack([eval_image_file(path, size, config.data.eval_crop_fraction)
                      for path in images])
-  forward = jax.jit(lambda batch: jax.nn.softmax(model.apply(variables, batch, train=False).logits))
-  probabilities = np.concatenate([np.asarray(forward(pixels[start:start + BATCH]))
+  forward = jax.jit(lambda v, batch: jax.nn.softmax(model.apply(v, batch, train=False).logits))
+  probabilities = np.concatenate([np.asarray(forward(variables, pixels[start:start + BATCH]))
                                   for start in range(0, len(pixels), BATCH)])
   results = []
   for path, row in zip(images, probabilities):

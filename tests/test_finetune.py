@@ -85,8 +85,8 @@ def test_head_only_fine_tuning_leaves_the_backbone_as_it_was(source, data_dir, t
 
 def test_fine_tuning_everything_starts_from_the_source_and_trains_it(source, data_dir, tmp_path,
                                                                      capfd):
-  assert finetune(tmp_path / "run", source, data_dir, "--config.learning_rate=0.01") == 0
-  assert "trainable=all" in capfd.readouterr().out
+  assert finetune(tmp_path / "run", f"{source}:0", data_dir, "--config.learning_rate=0.01") == 0
+  assert "(its checkpoint at step 0)" in capfd.readouterr().out
   before, after = variables(source), variables(tmp_path / "run")
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), backbone(before["params"]),
                          backbone(after["params"]))
@@ -107,6 +107,12 @@ def test_a_different_backbone_is_refused(source, data_dir, tmp_path, capfd):
   err = capfd.readouterr().err
   assert "model.kernel_sizes: (1, 3, 5) in the source, (1, 3, 3) here" in err
   assert "model.width_multiplier" in err and "Nothing was written" in err
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_step_without_a_checkpoint_is_refused(source, data_dir, tmp_path, capfd):
+  assert finetune(tmp_path / "run", f"{source}:5", data_dir) == 2
+  assert "no checkpoint at step 5" in capfd.readouterr().err
   assert not (tmp_path / "run").exists()
 
 

@@ -78,7 +78,7 @@ OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, optax.Schedule],
 
 def _head_labels(params: optax.Params) -> optax.Params:
   """'train' for the classifier's and aux heads' parameters, 'freeze' for the backbone's."""
-  return {layer: jax.tree.map(lambda _, label="train" if is_head(layer) else "freeze": label, tree)
+  return {layer: jax.tree.map(lambda _: "train" if is_head(layer) else "freeze", tree)
           for layer, tree in params.items()}
 
 
