@@ -20,13 +20,11 @@ Report: experiments/results/ablation_module/results.md (one seed per point; one 
 digits is 0.28 points of top-1).
 """
 
-import pathlib
-
 import ml_collections
 
-from inception_jax.config import load_config
+from inception_jax.config import PROJECT_CONFIGS, load_config
 
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
+DEFAULT_CONFIG = PROJECT_CONFIGS / "default.py"  # found from the package: the file may be copied
 
 METRICS = ("params", "params_with_aux", "macs", "final_top1", "final_top5", "best_top1",
            "final_loss", "images_per_second", "wall_time", "step_memory", "peak_memory")

@@ -12,13 +12,11 @@ Command (about 6 minutes on a 2-core CPU):
 Report: experiments/results/kernel_sizes/results.md
 """
 
-import pathlib
-
 import ml_collections
 
-from inception_jax.config import load_config
+from inception_jax.config import PROJECT_CONFIGS, load_config
 
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
+DEFAULT_CONFIG = PROJECT_CONFIGS / "default.py"  # found from the package: the file may be copied
 
 
 def get_config() -> ml_collections.ConfigDict:

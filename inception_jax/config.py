@@ -10,39 +10,74 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import ml_collections
 
 from inception_jax.errors import ConfigError, did_you_mean
 
+T = TypeVar("T")
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+
+
+# The project's own config files (a source checkout or an editable install), for config and
+# sweep files to find their base config from wherever they are copied to.
+PROJECT_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def run_user_code(path: str, function: Callable[..., T], *args: Any) -> T:
+  """`function(*args)`, code of the config or sweep file `path`; an exception there becomes one
+  ConfigError naming the file, the line and the error (a ConfigError of what that code called,
+  such as a base config it looks for in vain, gets the file and line in front)."""
+  try:
+    return function(*args)
+  except Exception as error:  # pylint: disable=broad-except  # anything the user's code raises
+    line = error.lineno if isinstance(error, SyntaxError) and error.lineno else next(
+        (frame.lineno for frame in reversed(traceback.extract_tb(error.__traceback__))
+         if os.path.abspath(frame.filename) == os.path.abspath(path)), None)
+    where = f"{path}, line {line}" if line else path
+    if isinstance(error, ConfigError):
+      raise ConfigError(f"{where}: {error}") from None
+    text = error.msg if isinstance(error, SyntaxError) else error
+    raise ConfigError(f"{where}: {type(error).__name__}: {text}. Fix that file and run the "
+                      f"command again.") from None
 
 
 def load_config_module(spec: str) -> tuple[ModuleType, str]:
   """The module of `path/to/config.py[:arg]` (checked to define get_config), and `arg`."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise ConfigError(f"config file {path!r} does not exist; pass --config path/to/config.py "
-                      "(the project's are in configs/).")
+    raise ConfigError(f"config file {path!r} does not exist (the project's configs are in "
+                      f"{PROJECT_CONFIGS}).")
   module_spec = importlib.util.spec_from_file_location(
       f"inception_jax_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  run_user_code(path, module_spec.loader.exec_module, module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} defines no get_config() function.")
   return module, arg
 
 
+def module_config(module: ModuleType, spec: str) -> ml_collections.ConfigDict:
+  """A fresh config from the module of `path/to/config.py[:arg]`: its get_config([arg])."""
+  path, _, arg = spec.partition(":")
+  config = run_user_code(path, module.get_config, *([arg] if arg else []))
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, not an "
+                      f"ml_collections.ConfigDict.")
+  return config
+
+
 def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
   """Loads `path/to/config.py[:arg]` and applies the overrides."""
-  module, arg = load_config_module(spec)
-  config = module.get_config(arg) if arg else module.get_config()
-  return apply_overrides(config, overrides or {})
+  module, _ = load_config_module(spec)
+  return apply_overrides(module_config(module, spec), overrides or {})
 
 
 def config_json(config: ml_collections.ConfigDict) -> str:
@@ -97,13 +132,24 @@ def _parse(text: str, current: Any, key: str) -> Any:
     raise fail("true or false")
   if isinstance(current, str):
     return text
-  try:
-    value = ast.literal_eval(text)
+  try:  # float() also reads 'nan' and 'inf', which _check_type then refuses by name
+    value = float(text) if isinstance(current, float) else ast.literal_eval(text)
   except (ValueError, SyntaxError):
     if current is None:  # a field without a type yet takes the text as it is
       return text
-    raise fail(f"a {type(current).__name__}") from None
+    raise fail(_EXPECTED.get(type(current), f"a {type(current).__name__}")) from None
   return _check_type(value, current, key, fail)
+
+
+_EXPECTED = {int: "an integer", float: "a number", tuple: "a tuple such as (1, 3, 5)",
+             list: "a tuple such as (1, 3, 5)"}
+
+
+def finite(value: Any) -> bool:
+  """False for a float (or a tuple holding one) that is NaN or infinite."""
+  if isinstance(value, (tuple, list)):
+    return all(map(finite, value))
+  return not isinstance(value, float) or math.isfinite(value)
 
 
 def _check_type(value: Any, current: Any, key: str, fail=None) -> Any:
@@ -116,12 +162,14 @@ def _check_type(value: Any, current: Any, key: str, fail=None) -> Any:
     if isinstance(value, bool):
       return value
     raise fail("true or false")
+  if not finite(value):
+    raise fail("a finite number" if isinstance(current, float) else "finite numbers")
   if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
     return float(value)
   if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
     return tuple(value)
   if isinstance(current, (tuple, list)):
-    raise fail("a tuple such as (1, 3, 5)")
+    raise fail(_EXPECTED[tuple])
   if isinstance(current, int) and (not isinstance(value, int) or isinstance(value, bool)):
     raise fail("an integer")
   if isinstance(current, str) and not isinstance(value, str):

@@ -169,13 +169,20 @@ def main(argv: Sequence[str] | None = None) -> int:
       from inception_jax.summarize import summarize
       print(summarize(config, as_json=args.json, compare=args.compare, xla=args.xla))
     elif args.command == "train":
-      from inception_jax.training.trainer import Interrupted, train_and_evaluate
+      from inception_jax.training.trainer import Interrupted, NonFiniteLoss, train_and_evaluate
       try:
         train_and_evaluate(config, args.workdir)
       except Interrupted as stop:
-        print(f"inception-jax train: SIGTERM: saved a checkpoint at step {stop.step}; "
-              f"the same command resumes from it.", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        print(f"inception-jax train: {signal.Signals(stop.signal).name}: saved a checkpoint at "
+              f"step {stop.step}; the same command resumes from it.", file=sys.stderr)
+        return 128 + stop.signal
+      except NonFiniteLoss as stop:
+        kept = (f"The last good checkpoint, step {stop.last_checkpoint}, is kept as it was"
+                if stop.last_checkpoint is not None else "No checkpoint had been written yet")
+        print(f"inception-jax train: error: the loss is {stop.value} at step {stop.step}; "
+              f"training stopped there. {kept}. Lower the learning rate (or check the data) and "
+              f"run the command again to resume.", file=sys.stderr)
+        return 1
     elif args.command == "eval":
       from inception_jax.training.trainer import evaluate
       evaluate(config, args.workdir, args.step)

@@ -57,6 +57,7 @@ def test_bench_refuses_unknown_networks(capsys, tmp_path):
 @pytest.mark.parametrize("network", ["torchvision224", "small32", "tiny16"])
 def test_the_pytorch_mirror_is_our_network(network):
   import torch
+
   from inception_jax.bench.cases import NETWORKS
   from inception_jax.bench.torch_googlenet import MirrorGoogLeNet, parameter_count
   from inception_jax.cost import layer_costs

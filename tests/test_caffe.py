@@ -7,9 +7,16 @@ the reader uses, so that the reader's field numbers are checked against an indep
 import numpy as np
 import pytest
 import torch
+from caffe_reference import (
+  BVLCReference,
+  bvlc_layer_shapes,
+  caffe_input,
+  length_delimited,
+  random_bvlc_blobs,
+  varint_field,
+  write_caffemodel,
+)
 
-from caffe_reference import (BVLCReference, bvlc_layer_shapes, caffe_input, length_delimited,
-                             random_bvlc_blobs, varint_field, write_caffemodel)
 from inception_jax.errors import ConfigError
 from inception_jax.weights.caffe import read_caffemodel
 

@@ -12,7 +12,9 @@ from inception_jax.main import main
 
 @pytest.mark.parametrize("args, message", [
     (["--config.model.modul=naive"], "unknown config key 'model.modul' (did you mean 'model.module'?)"),
-    (["--config.model.width_multiplier=wide"], "config.model.width_multiplier expects a float"),
+    (["--config.model.width_multiplier=wide"], "config.model.width_multiplier expects a number"),
+    (["--config.learning_rate=1e999"], "config.learning_rate expects a finite number"),
+    (["--config.learning_rate=nan"], "config.learning_rate expects a finite number"),
     (["--config.model.num_classes=10.5"], "config.model.num_classes expects an integer"),
     (["--config.model.aux_heads=maybe"], "expects true or false"),
     (["--config.model.kernel_sizes=3"], "expects a tuple"),

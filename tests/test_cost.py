@@ -9,7 +9,12 @@ from inception_jax.main import main
 from inception_jax.models import Branch, Conv, build_model
 from inception_jax.models.layers import ConvUnit
 from inception_jax.summarize import (
-    PAPER_TABLE1, PAPER_TOLERANCE, compare_rows, cost_rows, paper_figure)
+  PAPER_TABLE1,
+  PAPER_TOLERANCE,
+  compare_rows,
+  cost_rows,
+  paper_figure,
+)
 
 TABLE1_MATCHING = ["conv2", "inception_3a", "inception_3b", "inception_4a", "inception_4b",
                    "inception_4c", "inception_4d", "inception_4e", "inception_5b", "classifier"]

@@ -10,14 +10,14 @@ import jax
 import numpy as np
 import pytest
 import torch
+from test_train import TINY_CONFIG
 
-from inception_jax.config import load_config
 from inception_jax.bench.torch_googlenet import MirrorGoogLeNet
+from inception_jax.config import load_config
 from inception_jax.main import main
 from inception_jax.models import build_model
 from inception_jax.training import devices
 from inception_jax.training.checkpoints import Checkpoints
-from test_train import TINY_CONFIG
 
 SOURCE_CLASSES = 7
 

@@ -10,10 +10,25 @@ import pytest
 
 from inception_jax.errors import ConfigError
 from inception_jax.models import (
-    Branch, Conv, InceptionModule, ModuleWidths, Pool, TABLE1_WIDTHS, build_model, init_variables,
-    naive_branches, reduced_branches)
+  TABLE1_WIDTHS,
+  Branch,
+  Conv,
+  InceptionModule,
+  ModuleWidths,
+  Pool,
+  build_model,
+  init_variables,
+  naive_branches,
+  reduced_branches,
+)
 from inception_jax.models.layers import (
-    ConvUnit, LocalResponseNorm, MaxPool, adaptive_avg_pool, ceil_mode_padding, max_pool)
+  ConvUnit,
+  LocalResponseNorm,
+  MaxPool,
+  adaptive_avg_pool,
+  ceil_mode_padding,
+  max_pool,
+)
 
 CONV = functools.partial(ConvUnit, batchnorm=False)
 KEY = jax.random.key(0)
@@ -201,6 +216,8 @@ def test_bad_model_values_are_clear_errors(load, override, message):
 
 
 def test_paper_aux_pool_on_tiny_maps_is_a_clear_error(load):
-  model = build_model(load("default.py", {"model.aux_pool": "paper", "model.width_multiplier": "0.1"}).model)
-  with pytest.raises(ConfigError, match="aux_pool=adaptive"):
+  model = build_model(load("default.py", {"model.aux_pool": "paper",
+                                          "model.width_multiplier": "0.1"}).model)
+  with pytest.raises(ConfigError, match="inception_4a's output is smaller than its aux head's "
+                                        r"5x5 pool. The smallest size it takes is 10x10"):
     jax.eval_shape(lambda: init_variables(model, KEY, (8, 8, 3)))

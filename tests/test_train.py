@@ -154,12 +154,15 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(reference, tiny, tmp_
   assert _without_timing(read_metrics(tmp_path)) == _without_timing(read_metrics(reference))
 
 
-def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path, stop):
+  """A scheduler's SIGTERM and a Ctrl-C (SIGINT) alike: checkpoint, message, exit 128 + signal."""
   process = _start(tmp_path, tiny)
   _wait_for(tmp_path / "checkpoints" / "4", process)
-  process.send_signal(signal.SIGTERM)
+  process.send_signal(stop)
   _, stderr = process.communicate(timeout=120)
-  assert process.returncode == 128 + signal.SIGTERM, stderr
+  assert process.returncode == 128 + stop, stderr  # 143 and 130
+  assert f"inception-jax train: {stop.name}: saved a checkpoint" in stderr
   step = int(stderr.split("saved a checkpoint at step ")[1].split(";")[0])
   assert 4 < step < STEPS
   assert step in [int(p.name) for p in (tmp_path / "checkpoints").iterdir()]
@@ -209,7 +212,7 @@ def test_a_checkpoint_of_another_model_is_refused_and_left_untouched(reference, 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"model.widht_multiplier": 0.5}, "did you mean 'model.width_multiplier'"),
-    ({"batch_size": "big"}, "config.batch_size expects a int, got 'big'"),
+    ({"batch_size": "big"}, "config.batch_size expects an integer, got 'big'"),
     ({"data.name": "cifar100000"}, "is not a TFDS dataset"),
     ({"schedule": "cosin"}, "did you mean 'cosine'"),
 ])

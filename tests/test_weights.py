@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 import torch
+from caffe_reference import BVLCReference, caffe_input, random_bvlc_blobs, write_caffemodel
 from PIL import Image
 
-from caffe_reference import BVLCReference, caffe_input, random_bvlc_blobs, write_caffemodel
 from inception_jax.bench.torch_googlenet import IMAGENET_MEAN, IMAGENET_STD, MirrorGoogLeNet
 from inception_jax.config import load_workdir_config
 from inception_jax.data.labels import class_names

@@ -51,7 +51,7 @@ def time_ours(case: Case, steps: int, warmup: int) -> dict[str, Any]:
     nonlocal state
     out = compiled(state, batch)
     if case.mode == "train":
-      state = out
+      state, _ = out
     jax.block_until_ready(out)
 
   return {**time_steps(step, case.batch, steps, warmup), "compile_seconds": compile_seconds,

@@ -17,8 +17,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from inception_jax.data import digits  # noqa: F401  (registers sklearn_digits with TFDS)
-from inception_jax.data import preprocess
+from inception_jax.data import (
+  digits,  # noqa: F401  (registers sklearn_digits with TFDS)
+  preprocess,
+)
 from inception_jax.errors import ConfigError, did_you_mean
 
 # Keeps shuffle seeds of different epochs and config seeds apart: seed * EPOCH_STRIDE + epoch.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -12,9 +13,16 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax.errors import ConfigError
-from inception_jax.models.branch import BranchSpec, Branch, Conv
+from inception_jax.models.branch import Branch, BranchSpec, Conv
 from inception_jax.models.layers import (
-    BatchDropout, ConvUnit, GlobalAvgPool, LocalResponseNorm, MaxPool, adaptive_avg_pool)
+  BatchDropout,
+  ConvUnit,
+  GlobalAvgPool,
+  LocalResponseNorm,
+  MaxPool,
+  adaptive_avg_pool,
+  ceil_mode_padding,
+)
 from inception_jax.models.module import InceptionModule
 
 Dtype = Any
@@ -53,14 +61,6 @@ def stage_of(module_name: str) -> str:
   return module_name.rsplit("_", 1)[-1][:-1]
 
 
-def _paper_aux_pool(x: jnp.ndarray) -> jnp.ndarray:
-  if min(x.shape[1:3]) < 5:
-    raise ConfigError(
-        f"the auxiliary head's 5x5/3 average pool needs at least 5x5 inputs, got "
-        f"{x.shape[1]}x{x.shape[2]}; use --config.model.aux_pool=adaptive or larger images.")
-  return nn.avg_pool(x, (5, 5), (3, 3))
-
-
 # What each network was trained to see, from RGB pixel values in [0, 255]. Computed in float32.
 BVLC_MEAN_BGR = (104.0, 117.0, 123.0)  # BVLC GoogLeNet's train_val.prototxt `mean_value`s
 INPUT_TRANSFORMS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
@@ -72,9 +72,53 @@ INPUT_TRANSFORMS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
 }
 
 AUX_POOLS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
-    "paper": _paper_aux_pool,  # 5x5/3 average pool: 14x14 -> 4x4
+    "paper": functools.partial(nn.avg_pool, window_shape=(5, 5), strides=(3, 3)),  # 14 -> 4
     "adaptive": functools.partial(adaptive_avg_pool, output_size=4),  # torchvision
 }
+
+
+AUX_POOL_MIN_INPUT = {"paper": 5, "adaptive": 1}  # the smallest side each aux pool takes
+
+
+def _pooled(side: int, window: int) -> int:
+  """A ceil-mode max pool's (stride 2) output side; 0 where not even one window fits."""
+  before, after = ceil_mode_padding(side, window, 2, 0)
+  return max((side + before + after - window) // 2 + 1, 0)
+
+
+def _too_small(model: GoogLeNet, side: int) -> str | None:
+  """Why an input side of `side` pixels is too small for `model` (None if it is not): the same
+  arithmetic as the layers' (stem conv, ceil-mode pools, size-preserving modules)."""
+  kernel, strides = model.stem.kernel, model.stem.strides
+  steps = [("conv1", lambda n: (n + 2 * (kernel // 2) - kernel) // strides + 1)]
+  if model.stem.pools:
+    steps += [("pool1", lambda n: _pooled(n, 3)), ("pool2", lambda n: _pooled(n, 3))]
+  stage_pools = iter(model.stage_pools)
+  for i, (name, _) in enumerate(model.inception):
+    previous = model.inception[i - 1][0]
+    if i and stage_of(name) != stage_of(previous):
+      steps.append((f"pool{stage_of(previous)}",
+                    lambda n, window=next(stage_pools): _pooled(n, window)))
+    if name in model.aux_from:
+      need = AUX_POOL_MIN_INPUT[model.aux_pool]
+      steps.append((f"{name}'s output is smaller than its aux head's {need}x{need} pool",
+                    lambda n, need=need: n if n >= need else 0))
+  for what, output in steps:
+    side = output(side)
+    if side < 1:
+      return what if " " in what else f"nothing is left of them at {what}"
+  return None
+
+
+def check_input_size(model: GoogLeNet, height: int, width: int) -> None:
+  """A ConfigError naming the smallest image size that works where the input is too small."""
+  for side in (height, width):
+    reason = _too_small(model, side)
+    if reason is not None:
+      smallest = next(n for n in itertools.count(1) if _too_small(model, n) is None)
+      raise ConfigError(
+          f"images of {height}x{width} are too small for this network: {reason}. The smallest size it takes is {smallest}x{smallest}: set "
+          f"--config.image_size={smallest} or more.")
 
 
 class AuxHead(nn.Module):
@@ -133,6 +177,7 @@ class GoogLeNet(nn.Module):
 
   @nn.compact
   def __call__(self, pixels: jnp.ndarray, train: bool = False) -> GoogLeNetOutput:
+    check_input_size(self, *pixels.shape[1:3])
     conv = functools.partial(
         ConvUnit, batchnorm=self.batchnorm, bn_momentum=self.bn_momentum,
         bn_epsilon=self.bn_epsilon, batch_axis_name=self.batch_axis_name,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from inception_jax.models.branch import BranchSpec, Branch, Conv, Pool
+from inception_jax.models.branch import Branch, BranchSpec, Conv, Pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +21,7 @@ class ModuleWidths:
   c5: int
   pool_proj: int
 
-  def scaled(self, multiplier: float) -> "ModuleWidths":
+  def scaled(self, multiplier: float) -> ModuleWidths:
     return ModuleWidths(*(scale_width(w, multiplier) for w in dataclasses.astuple(self)))
 
 

@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from inception_jax.errors import ConfigError, choose
-from inception_jax.models.googlenet import (
-    AUX_POOLS, INPUT_TRANSFORMS, STEMS, GoogLeNet, stage_of)
+from inception_jax.models.googlenet import AUX_POOLS, INPUT_TRANSFORMS, STEMS, GoogLeNet, stage_of
 from inception_jax.models.module import MODULE_KINDS, ModuleWidths, scale_width
 
 # Paper Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.

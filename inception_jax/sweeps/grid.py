@@ -27,7 +27,7 @@ from typing import Any
 
 import ml_collections
 
-from inception_jax.config import apply_overrides, load_config_module
+from inception_jax.config import apply_overrides, load_config_module, module_config, run_user_code
 from inception_jax.errors import ConfigError
 
 Overrides = dict[str, Any]
@@ -127,9 +127,7 @@ class Sweep:
 
   def config(self, point: Point) -> ml_collections.ConfigDict:
     """The point's full config, built as its train command builds it."""
-    _, _, arg = self.spec.partition(":")
-    config = self.module.get_config(arg) if arg else self.module.get_config()
-    apply_overrides(config, self.common)
+    config = apply_overrides(module_config(self.module, self.spec), self.common)
     try:
       return apply_overrides(config, {key: command_value(value)
                                       for key, value in point.overrides.items()})
@@ -149,7 +147,7 @@ def load_sweep(spec: str, common: Mapping[str, str] | None = None) -> Sweep:
   if not hasattr(module, "get_hyper"):
     raise ConfigError(f"{path} defines no get_hyper(hyper); a sweep file returns its grid from "
                       f"it, e.g. return hyper.sweep('model.module', ['reduced', 'naive']).")
-  grid = module.get_hyper(Hyper)
+  grid = run_user_code(path, module.get_hyper, Hyper)
   if not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
     raise ConfigError(f"{path}: get_hyper must return a non-empty list of override dicts "
                       f"(built with hyper.sweep / hyper.product / hyper.zip), got {grid!r}.")

@@ -135,7 +135,8 @@ def _mesh() -> Mesh:
 
 
 def parallel(step: Callable[..., Any]) -> Callable[..., Any]:
-  """`step(state, batch) -> state` run on every local device, the old state's buffers donated."""
+  """`step(state, batch) -> (state, ...)` run on every local device, the old state's buffers
+  donated; every output is the same on all devices (reduced over AXIS)."""
   return jax.pmap(step, axis_name=AXIS, in_axes=(None, 0), out_axes=None, donate_argnums=(0,))
 
 

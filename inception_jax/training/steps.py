@@ -91,8 +91,11 @@ def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict) -> Callable[[TrainState, Batch], TrainState]:
-  """One SGD step on this device's slice of the batch, synchronised over AXIS."""
+                    config: ml_collections.ConfigDict
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, jax.Array]]:
+  """One SGD step on this device's slice of the batch, synchronised over AXIS: the new state,
+  and the step's summed losses (a buffer of its own, so the trainer can check it for NaN or
+  inf while the state is donated to the next step)."""
 
   def loss_fn(params, state: TrainState, batch: Batch, dropout_rng: jax.Array):
     output, updates = model.apply(
@@ -123,10 +126,11 @@ def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation,
         "loss": main * count, "aux_loss": aux * count,
         "correct": _correct(logits, batch["label"], 1).sum(),
         "count": jnp.asarray(count, jnp.float32)}, AXIS)
-    return state.replace(
+    state = state.replace(
         step=state.step + 1, params=params, batch_stats=updates.get("batch_stats", {}),
         opt_state=opt_state, ema_params=ema_params,
         train_sums=jax.tree.map(jnp.add, state.train_sums, step_sums))
+    return state, step_sums["loss"] + step_sums["aux_loss"]
 
   return train_step
 

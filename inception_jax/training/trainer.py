@@ -9,6 +9,7 @@ have without the interruption.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import pathlib
@@ -23,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from inception_jax.config import config_json
+from inception_jax.config import config_json, finite, flat_keys
 from inception_jax.data import input_pipeline
 from inception_jax.errors import ConfigError
 from inception_jax.models import build_model
@@ -37,11 +38,12 @@ COMPILATION_CACHE = pathlib.Path.home() / ".cache" / "inception-jax" / "jax"
 
 
 class Interrupted(Exception):
-  """SIGTERM arrived; the state was checkpointed at `step`. Rerunning the command resumes."""
+  """SIGTERM or SIGINT (`signal`) arrived; the state was checkpointed at `step`. Rerunning the
+  command resumes."""
 
-  def __init__(self, step: int):
-    super().__init__(step)
-    self.step = step
+  def __init__(self, step: int, signal_number: int):
+    super().__init__(step, signal_number)
+    self.step, self.signal = step, signal_number
 
 
 def _use_compilation_cache() -> None:
@@ -54,6 +56,10 @@ def _use_compilation_cache() -> None:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks the training fields that no library checks for us."""
+  for key in flat_keys(config):  # a config file may set inf or nan itself
+    value = functools.reduce(lambda node, part: node[part], key.split("."), config)
+    if not finite(value):
+      raise ConfigError(f"{key}={value!r} must be finite.")
   rules = [
       ("batch_size", config.batch_size >= 1, "at least 1"),
       ("learning_rate", config.learning_rate > 0, "positive"),
@@ -156,31 +162,53 @@ def _write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, step
   path.write_text(text)
 
 
+class NonFiniteLoss(Exception):
+  """The loss became NaN or inf at `step`; no checkpoint was written after `last_checkpoint`."""
+
+  def __init__(self, step: int, value: float, last_checkpoint: int | None):
+    super().__init__(step, value, last_checkpoint)
+    self.step, self.value, self.last_checkpoint = step, value, last_checkpoint
+
+
+def _check_finite(step: int, losses: jax.Array, checkpoints: Checkpoints) -> None:
+  """Raises NonFiniteLoss if the step's summed losses are NaN or inf (waits for that step)."""
+  value = float(jax.device_get(losses))
+  if not np.isfinite(value):
+    raise NonFiniteLoss(step, value, max(checkpoints.all_steps(), default=None))
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # a scheduler's stop, and Ctrl-C
+
+
 @contextlib.contextmanager
-def _sigterm_flag() -> Iterator[list[bool]]:
-  """A list that becomes non-empty when SIGTERM arrives (instead of the process dying)."""
-  received: list[bool] = []
-  previous = signal.signal(signal.SIGTERM, lambda *_: received.append(True))
+def _stop_flag() -> Iterator[list[int]]:
+  """A list that receives the signal's number when SIGTERM or SIGINT arrives (instead of the
+  process dying), so that the loop checkpoints at the current step and stops."""
+  received: list[int] = []
+  previous = {number: signal.signal(number, lambda number, _: received.append(number))
+              for number in STOP_SIGNALS}
   try:
     yield received
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for number, handler in previous.items():
+      signal.signal(number, handler)
 
 
 def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any], list[str]]:
-  """The latest checkpoint's state and progress, else a fresh state (from config.init_from's
-  weights when set), and lines to tell the user; touches nothing on disk."""
+  """The newest intact checkpoint's state and progress, else a fresh state (from config.init_from's
+  weights when set), and lines to tell the user. The damaged checkpoints it skipped are moved
+  aside once nothing is left to refuse; nothing else on disk is touched."""
   if (run.workdir / "checkpoints").is_dir():
     existing = Checkpoints(run.workdir, read_only=True)
     try:
       if existing.latest_step() is not None:  # refuses another model's checkpoint
-        state, progress = existing.restore(run.abstract_state())
+        state, progress, damaged = existing.restore(run.abstract_state())
         if "imported" in progress:
           raise ConfigError(
               f"{run.workdir} holds imported weights ({progress['imported']['source']}), not a "
               f"run to resume. Fine-tune from them in a new workdir: --config.init_from="
               f"{run.workdir} --workdir NEW_DIR. Nothing was changed.")
-        return devices.from_checkpoint(state), progress, []
+        return devices.from_checkpoint(state), progress, existing.set_aside(damaged)
     finally:
       existing.close()
   variables, lines = None, []
@@ -206,10 +234,11 @@ def _train_metrics(sums: dict[str, np.ndarray], learning_rate: float, images_per
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) the configured run in `workdir`; evaluates every eval_every_steps.
 
-  Raises Interrupted after checkpointing when the process gets SIGTERM.
+  Raises Interrupted after checkpointing when the process gets SIGTERM or SIGINT, and
+  NonFiniteLoss (without checkpointing) when the loss becomes NaN or inf.
   """
   run = _Run(config, workdir)
-  with _sigterm_flag() as terminated:
+  with _stop_flag() as terminated:
     state, progress, start_lines = _restore_or_create(run)
     start_step = progress["step"]
     is_chief = devices.process_index() == 0
@@ -238,12 +267,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                      f"larger num_epochs / num_train_steps.")
     start_time = time.monotonic() - progress["seconds"]
     window_start, window_first_step = time.monotonic(), start_step
+    unchecked = None  # (step, losses) of a step whose losses were not yet checked for NaN
     try:
       for step in range(start_step + 1, run.total_steps + 1):
         batch = next(batches)
         if step == start_step + 1:  # compiled ahead of time, so that XLA says what memory it needs
           train_step, step_memory = devices.compile_step(train_step, state, batch)
-        state = train_step(state, batch)
+        state, losses = train_step(state, batch)
+        if unchecked:  # the previous step's losses: done by now, so this hardly ever waits
+          _check_finite(*unchecked, checkpoints)
+        unchecked = (step, losses)
         if step == start_step + 1:  # compilation: time the throughput from the next step on
           jax.block_until_ready(state.step)
           first_step_seconds = time.monotonic() - window_start
@@ -252,7 +285,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         progress.update(step=step, seconds=time.monotonic() - start_time,
                         examples_seen=step * config.batch_size, epoch=step // run.steps_per_epoch)
         last = step == run.total_steps
-        if step % config.log_every_steps == 0 or last:
+        log = step % config.log_every_steps == 0 or last
+        save = step % config.checkpoint_every_steps == 0 or last or terminated
+        run_eval = config.eval_every_steps and step % config.eval_every_steps == 0 or last
+        if log or save or run_eval:  # nothing non-finite is logged, saved or evaluated
+          _check_finite(*unchecked, checkpoints)
+          unchecked = None
+        if log:
           sums = jax.device_get(state.train_sums)
           state = state.replace(train_sums=devices.put_state(zero_sums()))
           now = time.monotonic()
@@ -265,17 +304,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           reporter.print(progress_line(step, run.total_steps, metrics,
                                        seconds_per_step * (run.total_steps - step)))
           window_start, window_first_step = now, step
-        if step % config.checkpoint_every_steps == 0 or last or terminated:
+        if save:
           if step not in checkpoints.all_steps():
             checkpoints.save(step, devices.to_checkpoint(state), dict(progress))
-        if config.eval_every_steps and step % config.eval_every_steps == 0 or last:
+        if run_eval:
           eval_start = time.monotonic()
           metrics = {**_evaluate(eval_step, state, eval_batches), "seconds": progress["seconds"]}
           reporter.write(step, "eval", metrics)
           reporter.print(eval_line(step, metrics))
           window_start += time.monotonic() - eval_start  # images/s counts training time only
         if terminated:
-          raise Interrupted(step)
+          raise Interrupted(step, terminated[0])
     finally:
       checkpoints.close()
       reporter.close()
@@ -284,13 +323,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              step: int | None = None) -> dict[str, float]:
-  """Evaluates the checkpoint at `step` (default: the latest) in `workdir`; writes nothing."""
+  """Evaluates the checkpoint at `step` (default: the newest intact one) in `workdir`; writes
+  nothing."""
   run = _Run(config, workdir)
   if not (run.workdir / "checkpoints").is_dir():
     raise ConfigError(f"{run.workdir} has no checkpoints; train first with "
                       f"`inception-jax train --config ... --workdir {workdir}`.")
   checkpoints = Checkpoints(run.workdir, read_only=True)
-  state, progress = checkpoints.restore(run.abstract_state(), step)
+  state, progress, damaged = checkpoints.restore(run.abstract_state(), step)
+  for skipped in damaged:
+    print(skipped.skipped(f"evaluating step {progress['step']}"))
   state = devices.from_checkpoint(state)
   checkpoints.close()
   eval_batches = run.eval_batches()

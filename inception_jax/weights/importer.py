@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from inception_jax.config import config_json, load_config
+from inception_jax.config import PROJECT_CONFIGS, config_json, load_config
 from inception_jax.errors import ConfigError, choose
 from inception_jax.models import build_model, init_variables
 from inception_jax.training import devices, optim
@@ -31,8 +31,6 @@ from inception_jax.weights.caffe import read_caffemodel
 from inception_jax.weights.mapping import NAMINGS, Naming, aux_prefixes, to_variables
 from inception_jax.weights.pth import read_pth
 from inception_jax.weights.sources import BVLC_GOOGLENET_URL, TORCHVISION_URL
-
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -80,7 +78,7 @@ SOURCES = {
 
 def default_config(source: str) -> str:
   """configs/imagenet.py with the source's preset (a source checkout or editable install)."""
-  return f"{CONFIGS / 'imagenet.py'}:{choose(SOURCES, source, '--from').preset}"
+  return f"{PROJECT_CONFIGS / 'imagenet.py'}:{choose(SOURCES, source, '--from').preset}"
 
 
 def _check_new_workdir(workdir: pathlib.Path) -> None:

@@ -1,0 +1,157 @@
+"""Damaged checkpoints and unfinished saves, met through the command as a user meets them.
+
+A checkpoint cut short, missing a file or left an empty folder: `eval` and `train` fall back to the
+newest intact one and say which they skipped and why, `eval --step` names the damage (exit 2), and
+`train` moves the damaged folder aside to `<step>.damaged`. The temporary folder of a save that a
+kill interrupted is removed when `train` starts again, never by `eval`. Nothing intact is touched.
+One 12-step run (checkpoints 4, 8, 12) serves the module; each test damages a copy of it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import pytest
+
+from inception_jax.training.reporting import read_metrics
+from test_train import STEPS, _digest, _run, _without_timing, tiny  # noqa: F401 (a fixture)
+
+# What orbax-checkpoint 0.12.8 names a save in progress (seen by killing a process mid-save): the
+# step folder's name plus this, renamed to the step folder when the save completes.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("trained") / "run"
+  result = _run("train", workdir, tiny)
+  assert result.returncode == 0, result.stderr
+  assert sorted(path.name for path in (workdir / "checkpoints").iterdir()) == ["12", "4", "8"]
+  return workdir
+
+
+@pytest.fixture
+def workdir(trained, tmp_path):
+  return pathlib.Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+def _largest_file(folder: pathlib.Path) -> pathlib.Path:
+  return max((path for path in folder.rglob("*") if path.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _eval_top1(workdir: pathlib.Path, step: int) -> float:
+  return next(record["top1"] for record in read_metrics(workdir)
+              if record["split"] == "eval" and record["step"] == step)
+
+
+def _clean(result) -> None:
+  assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_eval_falls_back_from_a_truncated_checkpoint_and_refuses_it_by_step(workdir, tiny):
+  checkpoints = workdir / "checkpoints"
+  cut = _largest_file(checkpoints / str(STEPS))
+  os.truncate(cut, cut.stat().st_size // 2)
+  before = _digest(workdir)
+
+  latest = _run("eval", workdir, tiny)
+  assert latest.returncode == 0, latest.stderr
+  assert ("Skipped the checkpoint at step 12, which is damaged (state: OUT_OF_RANGE: Requested "
+          "byte range") in latest.stdout
+  assert "); evaluating step 8.\n" in latest.stdout
+  assert "eval at step 8: loss" in latest.stdout
+  assert f"top1 {100 * _eval_top1(workdir, 8):.2f}%" in latest.stdout  # what the run logged at 8
+  _clean(latest)
+
+  chosen = _run("eval", workdir, tiny, extra=("--step", str(STEPS)))
+  assert chosen.returncode == 2, chosen.stderr
+  errors = [line for line in chosen.stderr.splitlines() if "inception-jax" in line]
+  assert len(errors) == 1 and errors[0].startswith(
+      f"inception-jax eval: error: the checkpoint at step 12 in {checkpoints} is damaged: state: "
+      f"OUT_OF_RANGE: Requested byte range ")
+  assert errors[0].endswith("Nothing was changed; the saved steps are [4, 8, 12].")
+  _clean(chosen)
+  assert _digest(workdir) == before  # eval writes nothing
+
+
+def _delete_a_data_file(folder: pathlib.Path) -> None:
+  _largest_file(folder / "state").unlink()
+
+
+def _empty(folder: pathlib.Path) -> None:
+  shutil.rmtree(folder)
+  folder.mkdir()
+
+
+@pytest.mark.parametrize("damage, reason, earlier, aside", [
+    (_delete_a_data_file, "state: no data for ", False, "12.damaged"),
+    (_empty, "state and progress missing in it", True, "12.damaged.2"),
+], ids=["a data file deleted", "an empty step folder, with an earlier 12.damaged"])
+def test_train_resumes_from_the_newest_intact_checkpoint_and_moves_the_damaged_one_aside(
+    workdir, trained, tiny, damage, reason, earlier, aside):
+  checkpoints = workdir / "checkpoints"
+  damage(checkpoints / "12")
+  if earlier:  # set aside by an earlier resume: kept as it is
+    (checkpoints / "12.damaged").mkdir()
+    (checkpoints / "12.damaged" / "note").write_text("earlier")
+  before = {name: _digest(checkpoints / name) for name in ("4", "8", "12")}
+
+  result = _run("train", workdir, tiny)
+  assert result.returncode == 0, result.stderr
+  _clean(result)
+  assert f"Skipped the checkpoint at step 12, which is damaged ({reason}" in result.stdout
+  assert f"); moved it to {checkpoints / aside}.\n" in result.stdout
+  assert "Resuming at step 8" in result.stdout and "step 12/12" in result.stdout
+
+  assert _digest(checkpoints / aside) == before["12"]  # the damaged files, as they were
+  if earlier:
+    assert [path.name for path in (checkpoints / "12.damaged").iterdir()] == ["note"]
+  assert _digest(checkpoints / "4") == before["4"] and _digest(checkpoints / "8") == before["8"]
+  assert sorted(path.name for path in checkpoints.iterdir()) == sorted(
+      {"4", "8", "12", "12.damaged", aside})
+  # The resumed run is the one the damage interrupted: same metrics, step for step.
+  assert _without_timing(read_metrics(workdir)) == _without_timing(read_metrics(trained))
+
+
+def test_an_unfinished_save_is_left_by_eval_and_removed_when_train_starts_again(
+    workdir, trained, tiny):
+  checkpoints = workdir / "checkpoints"
+  unfinished = checkpoints / f"{STEPS}{TMP_SUFFIX}"
+  (checkpoints / str(STEPS)).rename(unfinished)  # killed before orbax renamed it
+  before = _digest(workdir)
+
+  evaluated = _run("eval", workdir, tiny)
+  assert evaluated.returncode == 0, evaluated.stderr
+  assert "eval at step 8: loss" in evaluated.stdout and "Skipped" not in evaluated.stdout
+  _clean(evaluated)
+  assert _digest(workdir) == before
+
+  intact = {name: _digest(checkpoints / name) for name in ("4", "8")}
+  resumed = _run("train", workdir, tiny)
+  assert resumed.returncode == 0, resumed.stderr
+  _clean(resumed)
+  assert "Resuming at step 8" in resumed.stdout and "step 12/12" in resumed.stdout
+  assert not unfinished.exists()
+  assert sorted(path.name for path in checkpoints.iterdir()) == ["12", "4", "8"]
+  assert {name: _digest(checkpoints / name) for name in ("4", "8")} == intact
+  assert _without_timing(read_metrics(workdir)) == _without_timing(read_metrics(trained))
+
+
+def test_with_no_intact_checkpoint_left_eval_and_train_refuse_and_change_nothing(workdir, tiny):
+  checkpoints = workdir / "checkpoints"
+  for step in ("4", "8", "12"):
+    _empty(checkpoints / step)
+  before = _digest(workdir)
+  for command in ("eval", "train"):
+    result = _run(command, workdir, tiny)
+    assert result.returncode == 2, result.stderr
+    _clean(result)
+    assert (f"inception-jax {command}: error: no intact checkpoint in {checkpoints}:\n"
+            f"  step 12: state and progress missing in it\n"
+            f"  step 8: state and progress missing in it\n"
+            f"  step 4: state and progress missing in it\n"
+            f"Nothing was changed.") in result.stderr
+    assert _digest(workdir) == before and sorted(p.name for p in checkpoints.iterdir()) == [
+        "12", "4", "8"]
