@@ -155,3 +155,26 @@ def test_with_no_intact_checkpoint_left_eval_and_train_refuse_and_change_nothing
             f"Nothing was changed.") in result.stderr
     assert _digest(workdir) == before and sorted(p.name for p in checkpoints.iterdir()) == [
         "12", "4", "8"]
+
+
+def test_train_on_a_finished_run_writes_nothing(workdir, tiny):
+  """No config.json rewritten, no metrics.jsonl rewritten, no new TensorBoard file: a finished
+  run on read-only media can be `train`ed again (e.g. by a sweep) without an error."""
+  before = _digest(workdir)
+  result = _run("train", workdir, tiny)
+  assert result.returncode == 0, result.stderr
+  assert f"Nothing to do: the run in {workdir} already reached step {STEPS}" in result.stdout
+  assert _digest(workdir) == before
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_workdir_that_cannot_be_written_is_refused_before_anything_is_built(tiny, tmp_path,
+                                                                              where):
+  (tmp_path / "taken").write_text("not a folder\n")
+  target = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "run"
+  result = _run("train", target, tiny)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert f"--workdir {target}: {tmp_path / 'taken'} is a file" in result.stderr
+  assert "Downloading and preparing" not in result.stdout  # refused before the dataset
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+  assert (tmp_path / "taken").read_text() == "not a folder\n"

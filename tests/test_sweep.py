@@ -146,7 +146,8 @@ def test_a_sweep_runs_its_points_reports_them_and_skips_them_when_run_again(
   resumed = io.StringIO()
   assert run_sweep(str(TINY_SWEEP), str(workdir), common, console=resumed) == 0
   assert "[2/2] seed=1: resuming" in resumed.getvalue()
-  assert "Nothing to do: the run already reached step 12" in resumed.getvalue()
+  assert "Nothing to do: the run in " in resumed.getvalue()
+  assert "already reached step 12" in resumed.getvalue()
   assert (workdir / "seed=1" / "sweep.json").exists()
   assert list(csv.DictReader((workdir / "results.csv").open()))[1]["final_top1"] == \
       rows[1]["final_top1"]

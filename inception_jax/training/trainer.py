@@ -231,17 +231,42 @@ def _train_metrics(sums: dict[str, np.ndarray], learning_rate: float, images_per
   return metrics
 
 
+def _unwritable(workdir: pathlib.Path) -> str | None:
+  """Why `train` could not write its files in `workdir` (None if it can): checked before the
+  dataset and the model are built, without writing anything."""
+  existing = next(path for path in (workdir, *workdir.parents) if path.exists())
+  if not existing.is_dir():
+    return (f"{existing} is a file, not a folder" if existing == workdir
+            else f"{existing} is a file, so no folder can be made under it")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    return (f"{existing} is read-only (file system or permissions)" if existing == workdir
+            else f"no folder can be made in {existing} (read-only file system or permissions)")
+  return None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) the configured run in `workdir`; evaluates every eval_every_steps.
 
   Raises Interrupted after checkpointing when the process gets SIGTERM or SIGINT, and
   NonFiniteLoss (without checkpointing) when the loss becomes NaN or inf.
   """
+  unwritable = _unwritable(pathlib.Path(workdir))
+  if unwritable and not (pathlib.Path(workdir) / "checkpoints").is_dir():
+    raise ConfigError(f"--workdir {workdir}: {unwritable}; choose a folder you can write to.")
   run = _Run(config, workdir)
   with _stop_flag() as terminated:
     state, progress, start_lines = _restore_or_create(run)
     start_step = progress["step"]
     is_chief = devices.process_index() == 0
+    if start_step >= run.total_steps:  # a finished run: nothing is written, read-only media too
+      if is_chief:
+        print("\n".join([*start_lines, f"Nothing to do: the run in {workdir} already reached "
+                          f"step {run.total_steps}. `inception-jax eval` evaluates it; more steps "
+                          f"need a new --workdir or a larger num_epochs / num_train_steps."]))
+      return state
+    if unwritable:  # only known now: a finished run in it would have needed no writing
+      raise ConfigError(f"--workdir {workdir}: {unwritable}; the run there cannot go on. Copy "
+                        f"it to a folder you can write to and resume there.")
     if is_chief:
       run.workdir.mkdir(parents=True, exist_ok=True)
       _write_config(config, run.workdir, start_step)
@@ -261,10 +286,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     eval_step = devices.parallel_eval(make_eval_step(run.model))
     eval_batches = run.eval_batches()
     batches = devices.prefetch(run.train_batches(start_step))
-    if start_step >= run.total_steps:
-      reporter.print(f"Nothing to do: the run already reached step {run.total_steps}. "
-                     f"`inception-jax eval` evaluates it; more steps need a new --workdir or a "
-                     f"larger num_epochs / num_train_steps.")
     start_time = time.monotonic() - progress["seconds"]
     window_start, window_first_step = time.monotonic(), start_step
     unchecked = None  # (step, losses) of a step whose losses were not yet checked for NaN
