@@ -9,6 +9,7 @@ One 12-step run (checkpoints 4, 8, 12) serves the module; each test damages a co
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -178,3 +179,18 @@ def test_a_workdir_that_cannot_be_written_is_refused_before_anything_is_built(ti
   assert "Downloading and preparing" not in result.stdout  # refused before the dataset
   assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
   assert (tmp_path / "taken").read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("lost", [8, 12], ids=["mid-run", "final"])
+def test_an_evaluation_lost_after_its_checkpoint_is_run_on_resume(workdir, tiny, lost):
+  """A kill after the checkpoint at an eval step but before its evaluation was recorded: the same
+  command evaluates that step first, so metrics.jsonl ends as the uninterrupted run's."""
+  records = read_metrics(workdir)
+  kept = [r for r in records if r["step"] < lost or (r["step"] == lost and r["split"] != "eval")]
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+  for later in range(lost + 1, STEPS + 1):
+    shutil.rmtree(workdir / "checkpoints" / str(later), ignore_errors=True)
+  result = _run("train", workdir, tiny)
+  assert result.returncode == 0, result.stderr
+  assert f"Evaluating step {lost} first" in result.stdout
+  assert _without_timing(read_metrics(workdir)) == _without_timing(records)

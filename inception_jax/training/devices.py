@@ -63,6 +63,15 @@ def process_zero_first(work: Callable[[], Any]) -> Any:
   return result if jax.process_index() == 0 else work()
 
 
+def from_process_zero(value: bool) -> bool:
+  """Process 0's `value` on every process: it alone writes the logs a decision may rest on."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # noqa: PLC0415 (multi-process only)
+
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
 def process_index() -> int:
   return jax.process_index()
 

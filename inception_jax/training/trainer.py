@@ -30,7 +30,7 @@ from inception_jax.errors import ConfigError
 from inception_jax.models import build_model
 from inception_jax.training import devices, finetune, optim
 from inception_jax.training.checkpoints import Checkpoints
-from inception_jax.training.reporting import Reporter, eval_line, progress_line
+from inception_jax.training.reporting import Reporter, eval_line, progress_line, read_metrics
 from inception_jax.training.steps import (TrainState, create_train_state, initial_variables,
                                           make_eval_step, make_train_step, zero_sums)
 
@@ -244,6 +244,16 @@ def _unwritable(workdir: pathlib.Path) -> str | None:
   return None
 
 
+def _eval_owed(run: _Run, step: int) -> bool:
+  """Whether the checkpoint at `step` is due an evaluation (every eval_every_steps, and the last
+  step) that metrics.jsonl lacks: the process stopped between saving and evaluating."""
+  config = run.config
+  due = step == run.total_steps or (config.eval_every_steps > 0
+                                     and step % config.eval_every_steps == 0)
+  return step > 0 and due and not any(
+      record["step"] == step and record["split"] == "eval" for record in read_metrics(run.workdir))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) the configured run in `workdir`; evaluates every eval_every_steps.
 
@@ -258,7 +268,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state, progress, start_lines = _restore_or_create(run)
     start_step = progress["step"]
     is_chief = devices.process_index() == 0
-    if start_step >= run.total_steps:  # a finished run: nothing is written, read-only media too
+    owed = devices.from_process_zero(_eval_owed(run, start_step))
+    if start_step >= run.total_steps and not owed:  # finished: nothing written, read-only too
       if is_chief:
         print("\n".join([*start_lines, f"Nothing to do: the run in {workdir} already reached "
                           f"step {run.total_steps}. `inception-jax eval` evaluates it; more steps "
@@ -285,6 +296,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     train_step = devices.parallel(make_train_step(run.model, run.tx, config))
     eval_step = devices.parallel_eval(make_eval_step(run.model))
     eval_batches = run.eval_batches()
+
+    def record_eval(step: int) -> None:
+      metrics = {**_evaluate(eval_step, state, eval_batches), "seconds": progress["seconds"]}
+      reporter.write(step, "eval", metrics)
+      reporter.print(eval_line(step, metrics))
+
+    if owed:
+      reporter.print(f"Evaluating step {start_step} first: the run stopped after saving it and "
+                     f"before recording its evaluation.")
+      record_eval(start_step)
     batches = devices.prefetch(run.train_batches(start_step))
     start_time = time.monotonic() - progress["seconds"]
     window_start, window_first_step = time.monotonic(), start_step
@@ -330,9 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             checkpoints.save(step, devices.to_checkpoint(state), dict(progress))
         if run_eval:
           eval_start = time.monotonic()
-          metrics = {**_evaluate(eval_step, state, eval_batches), "seconds": progress["seconds"]}
-          reporter.write(step, "eval", metrics)
-          reporter.print(eval_line(step, metrics))
+          record_eval(step)
           window_start += time.monotonic() - eval_start  # images/s counts training time only
         if terminated:
           raise Interrupted(step, terminated[0])
