@@ -12,7 +12,7 @@ import numpy as np
 
 from inception_jax.data.labels import class_names
 from inception_jax.data.preprocess import eval_image_file
-from inception_jax.models import build_model, init_variables
+from inception_jax.models import build_model, variable_shapes
 from inception_jax.training import devices
 from inception_jax.training.checkpoints import Checkpoints
 
@@ -29,7 +29,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, images: Sequence[st
   """
   model = build_model(config.model)
   size = config.image_size
-  expected = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (size, size, 3)))
+  expected = variable_shapes(model, size)
   checkpoints = Checkpoints(workdir, read_only=True)
   try:
     variables, _ = checkpoints.restore_variables(

@@ -20,6 +20,7 @@ from inception_jax.models import (
   init_variables,
   naive_branches,
   reduced_branches,
+  variable_shapes,
 )
 from inception_jax.models.layers import (
   ConvUnit,
@@ -45,7 +46,7 @@ def apply(model, variables, x, train=False, **kwargs):
 
 
 def abstract_variables(model, image_size):
-  return jax.eval_shape(lambda: init_variables(model, KEY, (image_size, image_size, 3)))
+  return variable_shapes(model, image_size)
 
 
 def test_branch_runs_its_steps_in_order():

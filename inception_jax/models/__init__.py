@@ -15,10 +15,12 @@ from inception_jax.models.presets import (
     build_model,
     init_variables,
     model_config,
+    variable_shapes,
 )
 
 __all__ = [
     "Branch", "BranchSpec", "Conv", "Pool", "GoogLeNet", "GoogLeNetOutput",
     "MODULE_KINDS", "InceptionModule", "ModuleWidths", "naive_branches", "reduced_branches",
     "PRESETS", "TABLE1_WIDTHS", "build_model", "init_variables", "model_config",
+    "variable_shapes",
 ]

@@ -153,6 +153,13 @@ def build_model(cfg: ml_collections.ConfigDict, batch_axis_name: str | None = No
   )
 
 
+def variable_shapes(model: GoogLeNet, image_size: int) -> dict[str, Any]:
+  """The shapes and dtypes of `init_variables`' result for square images, without computing it:
+  what a checkpoint or a weights file must fit."""
+  return jax.eval_shape(
+      lambda: init_variables(model, jax.random.key(0), (image_size, image_size, 3)))
+
+
 def init_variables(model: GoogLeNet, rng: jax.Array,
                    image_shape: tuple[int, int, int]) -> dict[str, Any]:
   """Initial `params` (and `batch_stats`), aux heads included: initialised in training mode.

@@ -46,8 +46,8 @@ def _refuse(config: ml_collections.ConfigDict, source: pathlib.Path, what: str,
             lines: list[str]) -> ConfigError:
   return ConfigError(
       f"init_from={config.init_from!r}: {what}:{listed(lines, MAX_LISTED)}\n"
-      f"Fine-tuning keeps the source's backbone; only the classifier and aux heads may differ (e.g. num_classes). Use the "
-      f"source's model settings (its config.json in {source}). Nothing was written.")
+      f"Fine-tuning keeps the source's backbone; only the classifier and aux heads may differ "
+      f"(e.g. num_classes). Use the source's model settings (its config.json in {source}). Nothing was written.")
 
 
 def start_variables(config: ml_collections.ConfigDict,

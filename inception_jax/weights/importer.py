@@ -22,7 +22,7 @@ import optax
 
 from inception_jax.config import PROJECT_CONFIGS, config_json, load_config
 from inception_jax.errors import ConfigError, choose
-from inception_jax.models import build_model, init_variables
+from inception_jax.models import build_model, variable_shapes
 from inception_jax.training import devices, optim
 from inception_jax.training.checkpoints import Checkpoints
 from inception_jax.training.reporting import METRICS_FILE
@@ -111,8 +111,7 @@ def import_weights(source_name: str, weights_file: str, workdir: str, config_spe
   has_aux = any(key.startswith(aux_prefixes(source.naming)) for key in tensors)
   config.model.aux_heads = has_aux
   model = build_model(config.model)
-  image_shape = (config.image_size, config.image_size, 3)
-  expected = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), image_shape))
+  expected = variable_shapes(model, config.image_size)
   variables = to_variables(tensors, model, expected, source.naming,
                            f"{weights_file} (read as {source.description})")
   tx = optim.optimizer(config, optax.constant_schedule(config.learning_rate))
