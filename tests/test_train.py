@@ -9,6 +9,7 @@ is in-process and shared.
 import hashlib
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,6 +103,18 @@ def _without_timing(records):
   return [{k: v for k, v in record.items() if k not in TIMING} for record in records]
 
 
+def _events(workdir) -> dict[tuple[str, int], list[float]]:
+  """Every scalar in the workdir's TensorBoard files, read raw: (tag, step) -> values written."""
+  import tensorflow as tf
+  points = {}
+  for path in sorted((pathlib.Path(workdir) / "tensorboard").glob("*tfevents*")):
+    for record in tf.data.TFRecordDataset(str(path)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        points.setdefault((value.tag, event.step), []).append(float(tf.make_ndarray(value.tensor)))
+  return points
+
+
 def _digest(folder: pathlib.Path) -> dict[str, str]:
   return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
           for path in sorted(folder.rglob("*")) if path.is_file()}
@@ -152,6 +165,35 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(reference, tiny, tmp_
   for name in ours:
     np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
   assert _without_timing(read_metrics(tmp_path)) == _without_timing(read_metrics(reference))
+  _assert_same_events(tmp_path, reference)
+
+
+def _assert_same_events(workdir, reference):
+  """TensorBoard shows each step once, with the uninterrupted run's values."""
+  ours, theirs = _events(workdir), _events(reference)
+  assert ours.keys() == theirs.keys()
+  for (tag, step), values in ours.items():
+    assert len(values) == 1, (tag, step, values)
+    if tag.split("/")[1] not in TIMING:
+      assert values == theirs[tag, step], (tag, step)
+
+
+def test_steps_replayed_after_a_resume_are_recorded_once(reference, tiny, tmp_path):
+  """A kill after step 8 and 12 were logged but before their checkpoints were written (here: the
+  finished run with checkpoints 8 and 12 removed, the events file ending in a record cut short).
+  The resumed run trains 5-12 again; metrics.jsonl and TensorBoard end as the reference's."""
+  shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+  for step in (8, 12):
+    shutil.rmtree(tmp_path / "checkpoints" / str(step))
+  (events_file,) = (tmp_path / "tensorboard").glob("*tfevents*")
+  with events_file.open("ab") as events:
+    events.write((1000).to_bytes(8, "little") + bytes(6))  # a record's header, its data never came
+  resumed = _run("train", tmp_path, tiny)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "Resuming at step 4" in resumed.stdout
+  assert _without_timing(read_metrics(tmp_path)) == _without_timing(read_metrics(reference))
+  _assert_same_events(tmp_path, reference)
+  assert not list(tmp_path.glob("*.partial"))
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
@@ -167,6 +209,13 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path,
   assert 4 < step < STEPS
   assert step in [int(p.name) for p in (tmp_path / "checkpoints").iterdir()]
   assert read_metrics(tmp_path)[-1]["step"] <= step
+  if stop == signal.SIGTERM:  # resume with the first step a log step: its images/s lacks compiling
+    resumed = _run("train", tmp_path, tiny, extra=[f"--config.log_every_steps={step + 1}"])
+    assert resumed.returncode == 0, resumed.stderr
+    first = float(resumed.stdout.split("compilation included: ")[1].split("s")[0])
+    (record,) = [r for r in read_metrics(tmp_path) if r["step"] == step + 1 and r["split"] == "train"]
+    batch = _tiny_config(tiny).batch_size  # compiling takes over 10x a tiny step, from the cache too
+    assert record["images_per_second"] > 3 * batch / first, (first, record)
 
 
 def test_two_devices_give_the_one_device_result(tiny, tmp_path):

@@ -1,8 +1,8 @@
 """What a run tells its user: a progress line, `metrics.jsonl` and TensorBoard events.
 
 Only process 0 reports. A resumed run replays the steps after its checkpoint, so records past the
-checkpoint's step are dropped from `metrics.jsonl` when it resumes (they are written again, with
-the same values); the file always reads as one uninterrupted run.
+checkpoint's step are dropped from `metrics.jsonl` and the TensorBoard events when it resumes (they
+are written again, with the same values): both read as one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pathlib
 import sys
 from typing import Any, TextIO
 
+import tensorflow as tf
 from clu import metric_writers
 
 METRICS_FILE = "metrics.jsonl"
@@ -33,6 +34,30 @@ def _truncate_after(path: pathlib.Path, step: int) -> None:
   partial = path.with_suffix(".jsonl.partial")
   partial.write_text("".join(line + "\n" for line in kept))
   os.replace(partial, path)
+
+
+def _drop_events_after(folder: pathlib.Path, step: int) -> None:
+  """Rewrites each TensorBoard events file that holds steps past `step` without them, atomically
+  like `_truncate_after`. TensorBoard's own purge on restart only hides replayed points in some of
+  its loaders; here they are gone from the files, for every reader. A record cut short by a kill
+  ends what can be read of its file."""
+  for path in sorted(folder.glob("*tfevents*")):
+    kept, dropped = [], False
+    try:
+      for record in tf.data.TFRecordDataset(str(path)):
+        raw = record.numpy()
+        if tf.compat.v1.Event.FromString(raw).step > step:
+          dropped = True
+        else:
+          kept.append(raw)
+    except tf.errors.DataLossError:  # the killed writer's last record, half written
+      dropped = True
+    if dropped:
+      partial = folder.parent / "tensorboard.partial"  # no "tfevents" in it: never read as events
+      with tf.io.TFRecordWriter(str(partial)) as writer:
+        for raw in kept:
+          writer.write(raw)
+      os.replace(partial, path)
 
 
 def format_duration(seconds: float) -> str:
@@ -67,9 +92,11 @@ class Reporter:
     path = pathlib.Path(workdir) / METRICS_FILE
     if path.exists():
       _truncate_after(path, resume_step)
+    events = pathlib.Path(workdir) / "tensorboard"
+    if events.is_dir():
+      _drop_events_after(events, resume_step)
     self._file = path.open("a")
-    self._writer = metric_writers.AsyncWriter(
-        metric_writers.SummaryWriter(str(pathlib.Path(workdir) / "tensorboard")))
+    self._writer = metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(events)))
 
   def print(self, text: str) -> None:
     if self.active:
@@ -82,6 +109,12 @@ class Reporter:
     self._file.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
     self._file.flush()
     self._writer.write_scalars(step, {f"{split}/{name}": value for name, value in metrics.items()})
+
+  def flush(self) -> None:
+    """Puts every point so far on disk, so that a checkpoint never runs ahead of its events (the
+    event writer otherwise holds points for up to two minutes)."""
+    if self.active:
+      self._writer.flush()
 
   def close(self) -> None:
     if self.active:

@@ -315,15 +315,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         batch = next(batches)
         if step == start_step + 1:  # compiled ahead of time, so that XLA says what memory it needs
           train_step, step_memory = devices.compile_step(train_step, state, batch)
+          compiled_at = time.monotonic()
         state, losses = train_step(state, batch)
         if unchecked:  # the previous step's losses: done by now, so this hardly ever waits
           _check_finite(*unchecked, checkpoints)
         unchecked = (step, losses)
         if step == start_step + 1:  # compilation: time the throughput from the next step on
           jax.block_until_ready(state.step)
-          first_step_seconds = time.monotonic() - window_start
-          reporter.print(f"First step, compilation included: {first_step_seconds:.1f}s")
-          window_start, window_first_step = time.monotonic(), step
+          now = time.monotonic()
+          # Where this step is logged (a resume just before a log step) it is the only one to time:
+          # its run without the compile. Across processes the compile happens in the call itself.
+          first_step_seconds = now - compiled_at
+          reporter.print(f"First step, compilation included: {now - window_start:.1f}s")
+          window_start, window_first_step = now, step
         progress.update(step=step, seconds=time.monotonic() - start_time,
                         examples_seen=step * config.batch_size, epoch=step // run.steps_per_epoch)
         last = step == run.total_steps
@@ -346,13 +350,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           reporter.print(progress_line(step, run.total_steps, metrics,
                                        seconds_per_step * (run.total_steps - step)))
           window_start, window_first_step = now, step
-        if save:
-          if step not in checkpoints.all_steps():
-            checkpoints.save(step, devices.to_checkpoint(state), dict(progress))
+        pause_start = time.monotonic()  # images/s counts training time only
+        if save and step not in checkpoints.all_steps():
+          reporter.flush()
+          checkpoints.save(step, devices.to_checkpoint(state), dict(progress))
         if run_eval:
-          eval_start = time.monotonic()
           record_eval(step)
-          window_start += time.monotonic() - eval_start  # images/s counts training time only
+        window_start += time.monotonic() - pause_start
         if terminated:
           raise Interrupted(step, terminated[0])
     finally:
