@@ -30,6 +30,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = 1.0
   config.num_epochs = 20.0
   config.log_every_steps = 20
-  config.eval_every_steps = 55   # every 5 epochs
+  config.eval_every_steps = 55  # every 5 epochs
   config.checkpoint_every_steps = 55
   return config

@@ -33,6 +33,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = 0.5
   config.num_epochs = 4.0
   config.log_every_steps = 10
-  config.eval_every_steps = 44   # every 2 epochs
+  config.eval_every_steps = 44  # every 2 epochs
   config.checkpoint_every_steps = 44
   return config

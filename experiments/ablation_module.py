@@ -26,14 +26,25 @@ from inception_jax.config import PROJECT_CONFIGS, load_config
 
 DEFAULT_CONFIG = PROJECT_CONFIGS / "default.py"  # found from the package: the file may be copied
 
-METRICS = ("params", "params_with_aux", "macs", "final_top1", "final_top5", "best_top1",
-           "final_loss", "images_per_second", "wall_time", "step_memory", "peak_memory")
+METRICS = (
+  "params",
+  "params_with_aux",
+  "macs",
+  "final_top1",
+  "final_top5",
+  "best_top1",
+  "final_loss",
+  "images_per_second",
+  "wall_time",
+  "step_memory",
+  "peak_memory",
+)
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = load_config(str(DEFAULT_CONFIG))
-  config.num_epochs = 12.0         # 132 steps of 128
-  config.eval_every_steps = 22     # every 2 epochs: six points per curve
+  config.num_epochs = 12.0  # 132 steps of 128
+  config.eval_every_steps = 22  # every 2 epochs: six points per curve
   config.checkpoint_every_steps = 66
   config.log_every_steps = 22
   return config
@@ -43,5 +54,6 @@ def get_hyper(hyper):
   modules = hyper.sweep("model.module", ["reduced", "naive"])
   rates = hyper.sweep("learning_rate", [0.2, 0.02])
   own_rate = hyper.zip([modules, rates])  # reduced at 0.2, naive at 0.02
-  return (hyper.product([modules, rates, hyper.fixed("model.aux_heads", True)])
-          + hyper.product([own_rate, hyper.fixed("model.aux_heads", False)]))
+  return hyper.product([modules, rates, hyper.fixed("model.aux_heads", True)]) + hyper.product(
+    [own_rate, hyper.fixed("model.aux_heads", False)]
+  )

@@ -26,26 +26,49 @@ from inception_jax.training.devices import describe_line
 YNN = "--xla_cpu_experimental_ynn_fusion_type"
 # label -> XLA_FLAGS. XLA's defaults must name the YNN flag, or the project's default applies.
 VARIANTS: dict[str, str] = {
-    "XLA defaults (YNNPACK convolutions)": f"{YNN}=+individual_convolution",
-    "project defaults (Eigen convolutions)": "",
-    "Eigen convolutions and dots": f"{YNN}=-individual_convolution,-individual_dot",
-    "no YNNPACK fusion at all":
-        f"{YNN}=-individual_convolution,-individual_dot,-dot,-eltwise,-reduce",
-    "+ oneDNN": "--xla_cpu_use_onednn=true",
-    "+ oneDNN custom calls":
-        "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
-    "+ XNNPACK off": "--xla_cpu_use_xnnpack=false",
-    "+ legacy fusion emitters": "--xla_cpu_use_fusion_emitters=false",
-    "+ fast math (not exact: -inf, NaN)": "--xla_cpu_enable_fast_math=true",
+  "XLA defaults (YNNPACK convolutions)": f"{YNN}=+individual_convolution",
+  "project defaults (Eigen convolutions)": "",
+  "Eigen convolutions and dots": f"{YNN}=-individual_convolution,-individual_dot",
+  "no YNNPACK fusion at all": (
+    f"{YNN}=-individual_convolution,-individual_dot,-dot,-eltwise,-reduce"
+  ),
+  "+ oneDNN": "--xla_cpu_use_onednn=true",
+  "+ oneDNN custom calls": (
+    "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true"
+  ),
+  "+ XNNPACK off": "--xla_cpu_use_xnnpack=false",
+  "+ legacy fusion emitters": "--xla_cpu_use_fusion_emitters=false",
+  "+ fast math (not exact: -inf, NaN)": "--xla_cpu_enable_fast_math=true",
 }
-BENCH_DEFAULTS = ["--networks", "torchvision224", "--dtypes", "float32,bfloat16",
-                  "--batch-sizes", "16", "--steps", "3", "--warmup", "1"]
+BENCH_DEFAULTS = [
+  "--networks",
+  "torchvision224",
+  "--dtypes",
+  "float32,bfloat16",
+  "--batch-sizes",
+  "16",
+  "--steps",
+  "3",
+  "--warmup",
+  "1",
+]
 
 
 def run_variant(flags: str, out: pathlib.Path, bench_args: list[str]) -> dict[str, Any]:
   """One bench process under XLA_FLAGS=flags (the project adds its defaults to what it lacks)."""
-  command = [sys.executable, "-m", "inception_jax.main", "bench", "--torch", "none",
-             "--pipeline-threads", "", *bench_args, "--out", str(out)]
+  command = [
+    sys.executable,
+    "-m",
+    "inception_jax.main",
+    "bench",
+    "--torch",
+    "none",
+    "--pipeline-threads",
+    "",
+    *bench_args,
+    "--out",
+    str(out),
+  ]
   subprocess.run(command, env={**os.environ, "XLA_FLAGS": flags}, check=True)
   return json.loads((out / "bench.json").read_text())
 
@@ -60,11 +83,13 @@ def markdown(results: dict[str, Any]) -> str:
   variants = results["variants"]
   cases = [_case(row) for row in variants[0]["rows"]]
   baseline = {_case(row): row["images_per_second"] for row in variants[0]["rows"]}
-  lines = [f"# XLA CPU options\n\nCommand: `{results['command']}`\n",
-           f"Machine: {describe_line(results['machine'])}. Images/s of our step (median of the timed steps), "
-           "and in brackets the ratio to XLA's defaults.\n",
-           "| variant | XLA_FLAGS | " + " | ".join(cases) + " |",
-           "|---|---|" + "---:|" * len(cases)]
+  lines = [
+    f"# XLA CPU options\n\nCommand: `{results['command']}`\n",
+    f"Machine: {describe_line(results['machine'])}. Images/s of our step (median of the timed "
+    "steps), and in brackets the ratio to XLA's defaults.\n",
+    "| variant | XLA_FLAGS | " + " | ".join(cases) + " |",
+    "|---|---|" + "---:|" * len(cases),
+  ]
   for variant in variants:
     speed = {_case(row): row["images_per_second"] for row in variant["rows"]}
     cells = [f"{speed[case]:.2f} ({speed[case] / baseline[case]:.2f}x)" for case in cases]
@@ -74,10 +99,12 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out", default="runs/xla_cpu_flags",
-                      help="results go to OUT.json and OUT.md")
-  parser.add_argument("--runs", default="runs/xla_cpu_flags_runs",
-                      help="where each variant's own bench output goes")
+  parser.add_argument(
+    "--out", default="runs/xla_cpu_flags", help="results go to OUT.json and OUT.md"
+  )
+  parser.add_argument(
+    "--runs", default="runs/xla_cpu_flags_runs", help="where each variant's own bench output goes"
+  )
   args, bench_args = parser.parse_known_args(argv)
   bench_args = bench_args or BENCH_DEFAULTS
   variants = []
@@ -85,8 +112,11 @@ def main(argv: list[str]) -> None:
     print(f"== {label}: XLA_FLAGS={flags!r}", flush=True)
     bench = run_variant(flags, pathlib.Path(args.runs) / f"variant{index}", bench_args)
     variants.append({"label": label, "xla_flags": bench["xla_flags"], "rows": bench["rows"]})
-  results = {"command": shlex.join(["python", "experiments/xla_cpu_flags.py", *argv]),
-             "machine": bench["machine"], "variants": variants}
+  results = {
+    "command": shlex.join(["python", "experiments/xla_cpu_flags.py", *argv]),
+    "machine": bench["machine"],
+    "variants": variants,
+  }
   out, report = pathlib.Path(args.out), markdown(results)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")

@@ -38,25 +38,37 @@ def run_user_code(path: str, function: Callable[..., T], *args: Any) -> T:
   try:
     return function(*args)
   except Exception as error:  # pylint: disable=broad-except  # anything the user's code raises
-    line = error.lineno if isinstance(error, SyntaxError) and error.lineno else next(
-        (frame.lineno for frame in reversed(traceback.extract_tb(error.__traceback__))
-         if os.path.abspath(frame.filename) == os.path.abspath(path)), None)
+    line = (
+      error.lineno
+      if isinstance(error, SyntaxError) and error.lineno
+      else next(
+        (
+          frame.lineno
+          for frame in reversed(traceback.extract_tb(error.__traceback__))
+          if os.path.abspath(frame.filename) == os.path.abspath(path)
+        ),
+        None,
+      )
+    )
     where = f"{path}, line {line}" if line else path
     if isinstance(error, ConfigError):
       raise ConfigError(f"{where}: {error}") from None
     text = error.msg if isinstance(error, SyntaxError) else error
-    raise ConfigError(f"{where}: {type(error).__name__}: {text}. Fix that file and run the "
-                      f"command again.") from None
+    raise ConfigError(
+      f"{where}: {type(error).__name__}: {text}. Fix that file and run the command again."
+    ) from None
 
 
 def load_config_module(spec: str) -> tuple[ModuleType, str]:
   """The module of `path/to/config.py[:arg]` (checked to define get_config), and `arg`."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise ConfigError(f"config file {path!r} does not exist (the project's configs are in "
-                      f"{PROJECT_CONFIGS}).")
+    raise ConfigError(
+      f"config file {path!r} does not exist (the project's configs are in {PROJECT_CONFIGS})."
+    )
   module_spec = importlib.util.spec_from_file_location(
-      f"inception_jax_config_{abs(hash(path))}", path)
+    f"inception_jax_config_{abs(hash(path))}", path
+  )
   module = importlib.util.module_from_spec(module_spec)
   run_user_code(path, module_spec.loader.exec_module, module)
   if not hasattr(module, "get_config"):
@@ -69,8 +81,9 @@ def module_config(module: ModuleType, spec: str) -> ml_collections.ConfigDict:
   path, _, arg = spec.partition(":")
   config = run_user_code(path, module.get_config, *([arg] if arg else []))
   if not isinstance(config, ml_collections.ConfigDict):
-    raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, not an "
-                      f"ml_collections.ConfigDict.")
+    raise ConfigError(
+      f"{path}: get_config() returned {type(config).__name__}, not an ml_collections.ConfigDict."
+    )
   return config
 
 
@@ -94,18 +107,23 @@ def _tuples(value: Any) -> Any:
   return value
 
 
-def load_workdir_config(workdir: str | os.PathLike,
-                        overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+def load_workdir_config(
+  workdir: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+) -> ml_collections.ConfigDict:
   """The resolved config a run (or an import) left in `<workdir>/config.json`, with overrides."""
   path = pathlib.Path(workdir) / "config.json"
   if not path.is_file():
-    raise ConfigError(f"{workdir} holds no config.json (not a run's workdir?); pass the run's "
-                      f"config with --config path/to/config.py.")
+    raise ConfigError(
+      f"{workdir} holds no config.json (not a run's workdir?); pass the run's "
+      f"config with --config path/to/config.py."
+    )
   try:
     saved = json.loads(path.read_text())
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-    raise ConfigError(f"{path} cannot be read as JSON ({error}); pass the run's config with "
-                      f"--config path/to/config.py.") from None
+    raise ConfigError(
+      f"{path} cannot be read as JSON ({error}); pass the run's config with "
+      f"--config path/to/config.py."
+    ) from None
   return apply_overrides(ml_collections.ConfigDict(_tuples(saved)), overrides or {})
 
 
@@ -122,9 +140,11 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 def _parse(text: str, current: Any, key: str) -> Any:
   """Parses a command-line string as the type of the value it replaces."""
+
   def fail(expected: str) -> ConfigError:
-    return ConfigError(f"config.{key} expects {expected}, got {text!r} "
-                       f"(current value: {current!r}).")
+    return ConfigError(
+      f"config.{key} expects {expected}, got {text!r} (current value: {current!r})."
+    )
 
   if isinstance(current, bool):
     if text.lower() in _TRUE | _FALSE:
@@ -141,8 +161,12 @@ def _parse(text: str, current: Any, key: str) -> Any:
   return _check_type(value, current, key, fail)
 
 
-_EXPECTED = {int: "an integer", float: "a number", tuple: "a tuple such as (1, 3, 5)",
-             list: "a tuple such as (1, 3, 5)"}
+_EXPECTED = {
+  int: "an integer",
+  float: "a number",
+  tuple: "a tuple such as (1, 3, 5)",
+  list: "a tuple such as (1, 3, 5)",
+}
 
 
 def finite(value: Any) -> bool:
@@ -154,8 +178,11 @@ def finite(value: Any) -> bool:
 
 def _check_type(value: Any, current: Any, key: str, fail=None) -> Any:
   """`value` converted to the type of `current` where that loses nothing, else a ConfigError."""
-  fail = fail or (lambda expected: ConfigError(
-      f"config.{key} expects {expected}, got {value!r} (current value: {current!r})."))
+  fail = fail or (
+    lambda expected: ConfigError(
+      f"config.{key} expects {expected}, got {value!r} (current value: {current!r})."
+    )
+  )
   if current is None:
     return value
   if isinstance(current, bool):
@@ -177,8 +204,9 @@ def _check_type(value: Any, current: Any, key: str, fail=None) -> Any:
   return value
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
   """Sets dotted keys of `config` (in place, and returned); strings are parsed by the key's type."""
   for key, value in overrides.items():
     *parents, leaf = key.split(".")
@@ -192,10 +220,13 @@ def apply_overrides(config: ml_collections.ConfigDict,
       raise _unknown_key(config, key)
     current = node[leaf]
     if isinstance(current, ml_collections.ConfigDict):
-      raise ConfigError(f"config.{key} is a group of settings, not a value; set one of: "
-                        f"{', '.join(f'{key}.{k}' for k in current.keys())}.")
-    parsed = _parse(value, current, key) if isinstance(value, str) else \
-        _check_type(value, current, key)
+      raise ConfigError(
+        f"config.{key} is a group of settings, not a value; set one of: "
+        f"{', '.join(f'{key}.{k}' for k in current.keys())}."
+      )
+    parsed = (
+      _parse(value, current, key) if isinstance(value, str) else _check_type(value, current, key)
+    )
     with node.ignore_type():
       node[leaf] = parsed
   return config
@@ -203,20 +234,24 @@ def apply_overrides(config: ml_collections.ConfigDict,
 
 def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
   keys = flat_keys(config)
-  return ConfigError(f"unknown config key {key!r}{did_you_mean(key, keys)}. "
-                     f"Valid keys: {', '.join(keys)}.")
+  return ConfigError(
+    f"unknown config key {key!r}{did_you_mean(key, keys)}. Valid keys: {', '.join(keys)}."
+  )
 
 
 def parse_override_args(args: Sequence[str]) -> dict[str, str]:
-  """['--config.model.module=naive', '--config.seed', '3'] -> {'model.module': 'naive', 'seed': '3'}."""
+  """['--config.model.module=naive', '--config.seed', '3'] ->
+  {'model.module': 'naive', 'seed': '3'}."""
   overrides: dict[str, str] = {}
   tokens = list(args)
   while tokens:
     token = tokens.pop(0)
     if not token.startswith("--config."):
-      raise ConfigError(f"unrecognised argument {token!r}; config overrides look like "
-                        "--config.model.module=naive (see --help for the other options).")
-    key, eq, value = token[len("--config."):].partition("=")
+      raise ConfigError(
+        f"unrecognised argument {token!r}; config overrides look like "
+        "--config.model.module=naive (see --help for the other options)."
+      )
+    key, eq, value = token[len("--config.") :].partition("=")
     if not eq:
       if not tokens or tokens[0].startswith("--"):
         raise ConfigError(f"{token} needs a value, e.g. {token}=VALUE.")

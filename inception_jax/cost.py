@@ -21,9 +21,10 @@ import jax.numpy as jnp
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
   """One row of a cost table: a direct child of the analysed module."""
+
   name: str
-  kind: str                      # the child's class name, e.g. ConvUnit, InceptionModule
-  patch: str                     # kernel or window and stride, e.g. "7x7/2", where it has one
+  kind: str  # the child's class name, e.g. ConvUnit, InceptionModule
+  patch: str  # kernel or window and stride, e.g. "7x7/2", where it has one
   output_shape: tuple[int, ...]  # without the batch dimension
   params: int
   macs: int
@@ -45,30 +46,41 @@ def _taps_inside(size: int, out: int, kernel: int, stride: int, pad_before: int)
   return total
 
 
-def _unpadded_fraction(conv: nn.Conv, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> float:
+def _unpadded_fraction(
+  conv: nn.Conv, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+) -> float:
   """Share of a conv's multiply-adds that read real input rather than zero padding."""
   sizes, outs = in_shape[1:-1], out_shape[1:-1]
-  kernels = conv.kernel_size if isinstance(conv.kernel_size, (tuple, list)) else \
-      (conv.kernel_size,) * len(sizes)
+  kernels = (
+    conv.kernel_size
+    if isinstance(conv.kernel_size, (tuple, list))
+    else (conv.kernel_size,) * len(sizes)
+  )
   strides = conv.strides or 1
   strides = strides if isinstance(strides, (tuple, list)) else (strides,) * len(sizes)
   if conv.padding == "VALID":
     befores = (0,) * len(sizes)
   elif conv.padding == "SAME":
-    befores = tuple(max((o - 1) * s + k - n, 0) // 2
-                    for n, o, k, s in zip(sizes, outs, kernels, strides))
+    befores = tuple(
+      max((o - 1) * s + k - n, 0) // 2
+      for n, o, k, s in zip(sizes, outs, kernels, strides, strict=True)
+    )
   elif isinstance(conv.padding, (tuple, list)):
     befores = tuple(p[0] if isinstance(p, (tuple, list)) else p for p in conv.padding)
   else:  # CIRCULAR and other modes read no zeros
     return 1.0
   fraction = 1.0
-  for n, o, k, s, before in zip(sizes, outs, kernels, strides, befores):
+  for n, o, k, s, before in zip(sizes, outs, kernels, strides, befores, strict=True):
     fraction *= _taps_inside(n, o, k, s, before) / (o * k)
   return fraction
 
 
-def layer_costs(module: nn.Module, input_shape: tuple[int, ...], train: bool = False,
-                input_dtype: Any = jnp.float32) -> list[LayerCost]:
+def layer_costs(
+  module: nn.Module,
+  input_shape: tuple[int, ...],
+  train: bool = False,
+  input_dtype: Any = jnp.float32,
+) -> list[LayerCost]:
   """Cost rows of `module` applied to one input of `input_shape` (no batch dimension).
 
   Nothing is computed or allocated: the module is traced abstractly. With train=True, layers
@@ -82,14 +94,19 @@ def layer_costs(module: nn.Module, input_shape: tuple[int, ...], train: bool = F
     slot = len(calls)  # taken before the call, so that a layer comes before its sublayers
     calls.append(None)
     out = next_fun(*args, **kwargs)
-    calls[slot] = (tuple(context.module.path), context.module, tuple(args[0].shape),
-                   tuple(getattr(out, "shape", ())))
+    calls[slot] = (
+      tuple(context.module.path),
+      context.module,
+      tuple(args[0].shape),
+      tuple(getattr(out, "shape", ())),
+    )
     return out
 
   def init(x):
     with nn.intercept_methods(record):
-      return module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x,
-                         train=train)
+      return module.init(
+        {"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=train
+      )
 
   x = jax.ShapeDtypeStruct((1, *input_shape), input_dtype)
   params = jax.eval_shape(init, x).get("params", {})
@@ -104,13 +121,21 @@ def layer_costs(module: nn.Module, input_shape: tuple[int, ...], train: bool = F
   for path, child, in_shape, out_shape in calls:
     if len(path) == 1 and path[0] not in rows:
       rows[path[0]] = dict(
-          name=path[0], kind=type(child).__name__, patch=_patch(child), output_shape=out_shape[1:],
-          params=sum(leaf.size for leaf in jax.tree.leaves(subtree(path))), macs=0,
-          macs_unpadded=0)
+        name=path[0],
+        kind=type(child).__name__,
+        patch=_patch(child),
+        output_shape=out_shape[1:],
+        params=sum(leaf.size for leaf in jax.tree.leaves(subtree(path))),
+        macs=0,
+        macs_unpadded=0,
+      )
     if isinstance(child, (nn.Conv, nn.Dense)):
       macs = math.prod(out_shape[1:-1]) * subtree(path)["kernel"].size
-      unpadded = macs * _unpadded_fraction(child, in_shape, out_shape) \
-          if isinstance(child, nn.Conv) else macs
+      unpadded = (
+        macs * _unpadded_fraction(child, in_shape, out_shape)
+        if isinstance(child, nn.Conv)
+        else macs
+      )
       rows[path[0]]["macs"] += macs
       rows[path[0]]["macs_unpadded"] += round(unpadded)
   return [LayerCost(**row) for row in rows.values()]
@@ -120,7 +145,8 @@ def xla_flops(module: nn.Module, input_shape: tuple[int, ...], batch_size: int =
   """FLOPs of the compiled inference forward pass, per image, by XLA's own cost analysis."""
   x = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
   variables = jax.eval_shape(
-      lambda x: module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x), x)
+    lambda x: module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x), x
+  )
   forward = jax.jit(lambda variables, x: module.apply(variables, x, train=False))
   analysis = forward.lower(variables, x).compile().cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older jax returns one dict per computation

@@ -32,14 +32,16 @@ def read_input_file(path: str | os.PathLike, what: str, fix: str) -> bytes:
     with open(path, "rb") as file:
       return file.read()
   except OSError as error:
-    raise ConfigError(f"cannot read {what} {os.fspath(path)!r} ({error.strerror or error}): "
-                      f"{fix}.") from None
+    raise ConfigError(
+      f"cannot read {what} {os.fspath(path)!r} ({error.strerror or error}): {fix}."
+    ) from None
 
 
 def choose(registry: Mapping[str, T], key: str, field: str) -> T:
   """Looks `key` up in a small registry; an unknown key names the valid ones."""
   if key not in registry:
     raise ConfigError(
-        f"{field}={key!r} is not a valid choice{did_you_mean(str(key), registry)}; "
-        f"choose one of: {', '.join(sorted(registry))}.")
+      f"{field}={key!r} is not a valid choice{did_you_mean(str(key), registry)}; "
+      f"choose one of: {', '.join(sorted(registry))}."
+    )
   return registry[key]

@@ -19,8 +19,13 @@ from inception_jax.training.checkpoints import Checkpoints
 BATCH = 32  # images per forward pass
 
 
-def predict(config: ml_collections.ConfigDict, workdir: str, images: Sequence[str], top: int = 5,
-            step: int | None = None) -> list[dict[str, Any]]:
+def predict(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  images: Sequence[str],
+  top: int = 5,
+  step: int | None = None,
+) -> list[dict[str, Any]]:
   """For each image, its `top` classes by probability (softmax of the eval-mode logits):
   [{"image": PATH, "top": [{"class": INT, "label": STR, "probability": FLOAT}, ...]}, ...].
 
@@ -30,25 +35,39 @@ def predict(config: ml_collections.ConfigDict, workdir: str, images: Sequence[st
   model = build_model(config.model)
   size = config.image_size
   expected = variable_shapes(model, size)
-  checkpoints = Checkpoints(workdir, read_only=True)
-  try:
+  with Checkpoints(workdir, read_only=True) as checkpoints:
     variables, _ = checkpoints.restore_variables(
-        devices.checkpoint_sharding(), step,
-        expected={"params": expected["params"], "batch_stats": expected.get("batch_stats", {})})
-  finally:
-    checkpoints.close()
+      devices.checkpoint_sharding(),
+      step,
+      expected={"params": expected["params"], "batch_stats": expected.get("batch_stats", {})},
+    )
   names = class_names(config.data)
-  pixels = np.stack([eval_image_file(path, size, config.data.eval_crop_fraction)
-                     for path in images])
+  pixels = np.stack(
+    [eval_image_file(path, size, config.data.eval_crop_fraction) for path in images]
+  )
   forward = jax.jit(lambda v, batch: jax.nn.softmax(model.apply(v, batch, train=False).logits))
-  probabilities = np.concatenate([np.asarray(forward(variables, pixels[start:start + BATCH]))
-                                  for start in range(0, len(pixels), BATCH)])
+  probabilities = np.concatenate(
+    [
+      np.asarray(forward(variables, pixels[start : start + BATCH]))
+      for start in range(0, len(pixels), BATCH)
+    ]
+  )
   results = []
-  for path, row in zip(images, probabilities):
+  for path, row in zip(images, probabilities, strict=True):
     best = np.argsort(-row, kind="stable")[:top]
-    results.append({"image": path, "top": [
-        {"class": int(c), "label": names[c] if c < len(names) else str(c),
-         "probability": float(row[c])} for c in best]})
+    results.append(
+      {
+        "image": path,
+        "top": [
+          {
+            "class": int(c),
+            "label": names[c] if c < len(names) else str(c),
+            "probability": float(row[c]),
+          }
+          for c in best
+        ],
+      }
+    )
   return results
 
 
@@ -59,6 +78,8 @@ def format_predictions(results: list[dict[str, Any]], as_json: bool) -> str:
   lines = []
   for result in results:
     lines.append(result["image"])
-    lines += [f"  {rank}. {100 * entry['probability']:6.2f}%  {entry['label']} "
-              f"(class {entry['class']})" for rank, entry in enumerate(result["top"], 1)]
+    lines += [
+      f"  {rank}. {100 * entry['probability']:6.2f}%  {entry['label']} (class {entry['class']})"
+      for rank, entry in enumerate(result["top"], 1)
+    ]
   return "\n".join(lines)

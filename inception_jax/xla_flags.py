@@ -12,9 +12,9 @@ import os
 from collections.abc import MutableMapping
 
 DEFAULT_XLA_FLAGS: dict[str, str] = {
-    # CPU only: YNNPACK's convolutions (XLA's CPU default) compute weight gradients several times
-    # slower than Eigen's; without them the 224x224 train step runs about twice as fast.
-    "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
+  # CPU only: YNNPACK's convolutions (XLA's CPU default) compute weight gradients several times
+  # slower than Eigen's; without them the 224x224 train step runs about twice as fast.
+  "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
 }
 
 
@@ -22,7 +22,8 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
   """Appends each default flag that `environ["XLA_FLAGS"]` does not already name."""
   flags = environ.get("XLA_FLAGS", "")
   named = {word.split("=")[0] for word in flags.split()}
-  missing = [f"--{name}={value}" for name, value in DEFAULT_XLA_FLAGS.items()
-             if f"--{name}" not in named]
+  missing = [
+    f"--{name}={value}" for name, value in DEFAULT_XLA_FLAGS.items() if f"--{name}" not in named
+  ]
   if missing:
     environ["XLA_FLAGS"] = " ".join([*flags.split(), *missing])

@@ -21,15 +21,15 @@ from torch.nn import functional as F
 # Inception modules, paper Table 1 / deploy.prototxt: input channels, then the widths of
 # 1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj.
 INCEPTION = {
-    "3a": (192, 64, 96, 128, 16, 32, 32),
-    "3b": (256, 128, 128, 192, 32, 96, 64),
-    "4a": (480, 192, 96, 208, 16, 48, 64),
-    "4b": (512, 160, 112, 224, 24, 64, 64),
-    "4c": (512, 128, 128, 256, 24, 64, 64),
-    "4d": (512, 112, 144, 288, 32, 64, 64),
-    "4e": (528, 256, 160, 320, 32, 128, 128),
-    "5a": (832, 256, 160, 320, 32, 128, 128),
-    "5b": (832, 384, 192, 384, 48, 128, 128),
+  "3a": (192, 64, 96, 128, 16, 32, 32),
+  "3b": (256, 128, 128, 192, 32, 96, 64),
+  "4a": (480, 192, 96, 208, 16, 48, 64),
+  "4b": (512, 160, 112, 224, 24, 64, 64),
+  "4c": (512, 128, 128, 256, 24, 64, 64),
+  "4d": (512, 112, 144, 288, 32, 64, 64),
+  "4e": (528, 256, 160, 320, 32, 128, 128),
+  "5a": (832, 256, 160, 320, 32, 128, 128),
+  "5b": (832, 384, 192, 384, 48, 128, 128),
 }
 # The auxiliary heads (train_val.prototxt): on 4a's and 4d's outputs.
 AUX = {"loss1": ("4a", 512), "loss2": ("4d", 528)}
@@ -73,8 +73,9 @@ def bvlc_layer_shapes(num_classes: int = 1000) -> dict[str, list[tuple[int, ...]
   return shapes
 
 
-def random_bvlc_blobs(seed: int, num_classes: int = 1000,
-                      aux: bool = True) -> dict[str, list[np.ndarray]]:
+def random_bvlc_blobs(
+  seed: int, num_classes: int = 1000, aux: bool = True
+) -> dict[str, list[np.ndarray]]:
   """Random float32 weights, He-scaled (std sqrt(2 / fan_in)), so activations stay O(1..100)."""
   rng = np.random.default_rng(seed)
   blobs = {}
@@ -82,8 +83,10 @@ def random_bvlc_blobs(seed: int, num_classes: int = 1000,
     if not aux and name.startswith(tuple(AUX)):
       continue
     fan_in = int(np.prod(weight[1:]))
-    blobs[name] = [(rng.standard_normal(weight) * np.sqrt(2 / fan_in)).astype(np.float32),
-                   (rng.standard_normal(bias) * 0.1).astype(np.float32)]
+    blobs[name] = [
+      (rng.standard_normal(weight) * np.sqrt(2 / fan_in)).astype(np.float32),
+      (rng.standard_normal(bias) * 0.1).astype(np.float32),
+    ]
   return blobs
 
 
@@ -123,20 +126,28 @@ def _blob(array: np.ndarray, legacy: bool) -> bytes:
   """A BlobProto: the legacy num/channels/height/width (1..4 padded with leading 1s), or shape."""
   if legacy:
     dims = (1,) * (4 - array.ndim) + array.shape
-    shape = b"".join(varint_field(number, dim) for number, dim in zip((1, 2, 3, 4), dims))
+    shape = b"".join(
+      varint_field(number, dim) for number, dim in zip((1, 2, 3, 4), dims, strict=True)
+    )
   else:
     shape = length_delimited(7, length_delimited(1, b"".join(varint(d) for d in array.shape)))
   return shape + length_delimited(5, np.ascontiguousarray(array, "<f4").tobytes())
 
 
-def _layer(name: str, kind: str, bottoms: Sequence[str], tops: Sequence[str],
-           blobs: Sequence[np.ndarray], v1: bool) -> bytes:
+def _layer(
+  name: str,
+  kind: str,
+  bottoms: Sequence[str],
+  tops: Sequence[str],
+  blobs: Sequence[np.ndarray],
+  v1: bool,
+) -> bytes:
   """A V1LayerParameter (v1) or LayerParameter, with one field our reader must skip."""
   if v1:  # bottom 2, top 3, name 4, type 5 (enum), blobs 6, blobs_lr 7 (unpacked floats)
     fields = [length_delimited(2, b) for b in bottoms] + [length_delimited(3, t) for t in tops]
     fields += [length_delimited(4, name), varint_field(5, _V1_TYPES[kind])]
     fields += [length_delimited(6, _blob(blob, legacy=True)) for blob in blobs]
-    fields += [varint(7 << 3 | 5) + np.float32(lr).tobytes() for lr in (1, 2)[:len(blobs)]]
+    fields += [varint(7 << 3 | 5) + np.float32(lr).tobytes() for lr in (1, 2)[: len(blobs)]]
   else:  # name 1, type 2 (string), bottom 3, top 4, param 6 (ParamSpec, lr_mult 3), blobs 7
     fields = [length_delimited(1, name), length_delimited(2, kind)]
     fields += [length_delimited(3, b) for b in bottoms] + [length_delimited(4, t) for t in tops]
@@ -145,8 +156,9 @@ def _layer(name: str, kind: str, bottoms: Sequence[str], tops: Sequence[str],
   return b"".join(fields)
 
 
-def write_caffemodel(path: str | os.PathLike, layers: Mapping[str, Sequence[np.ndarray]],
-                     format: str) -> None:
+def write_caffemodel(
+  path: str | os.PathLike, layers: Mapping[str, Sequence[np.ndarray]], format: str
+) -> None:
   """Writes `layers` (name -> blobs) as a .caffemodel: "v1" as BVLC's 2014 files, or "v2".
 
   v1 puts the layers in NetParameter.layers (2) with V1 enum types and legacy 4-D blob shapes
@@ -169,7 +181,8 @@ def write_caffemodel(path: str | os.PathLike, layers: Mapping[str, Sequence[np.n
       encoded.append(_layer("pool", "Pooling", [name], ["pool"], [], v1))
       previous = "pool"
   content = length_delimited(1, "GoogleNet") + b"".join(
-      length_delimited(number, layer) for layer in encoded)
+    length_delimited(number, layer) for layer in encoded
+  )
   with open(path, "wb") as file:
     file.write(content)
 
@@ -238,9 +251,12 @@ class BVLCReference(nn.Module):
     x = keep("pool2/3x3_s2", _max_pool(x, 3, 2))
     for module in INCEPTION:
       p = f"inception_{module}/"
-      branches = [conv(p + "1x1", x), conv(p + "3x3", conv(p + "3x3_reduce", x)),
-                  conv(p + "5x5", conv(p + "5x5_reduce", x)),
-                  conv(p + "pool_proj", keep(p + "pool", _max_pool(x, 3, 1, 1)))]
+      branches = [
+        conv(p + "1x1", x),
+        conv(p + "3x3", conv(p + "3x3_reduce", x)),
+        conv(p + "5x5", conv(p + "5x5_reduce", x)),
+        conv(p + "pool_proj", keep(p + "pool", _max_pool(x, 3, 1, 1))),
+      ]
       x = keep(p + "output", torch.cat(branches, dim=1))
       if module in ("3b", "4e"):
         x = keep(f"pool{module[0]}/3x3_s2", _max_pool(x, 3, 2))
@@ -254,8 +270,9 @@ class BVLCReference(nn.Module):
     keep("loss3/classifier", self.layers["loss3/classifier"](x.flatten(1)))
     return tops
 
-  def forward(self, x: torch.Tensor,
-              aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+  def forward(
+    self, x: torch.Tensor, aux: bool = False
+  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits [N, classes]; with aux=True, (logits, aux1 logits from 4a, aux2 logits from 4d)."""
     tops = self.tops(x, aux)
     if not aux:

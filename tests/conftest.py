@@ -1,12 +1,15 @@
-"""Shared fixtures: configs loaded the way the command line loads them, and one small model."""
+"""Shared fixtures: configs loaded the way the command line loads them, one small model, the
+embedded digits and one uninterrupted tiny run."""
 
 import pathlib
 
 import jax
 import pytest
+from helpers import STEPS, tiny_config
 
 from inception_jax.config import load_config
 from inception_jax.models import build_model, init_variables
+from inception_jax.training.trainer import train_and_evaluate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,3 +36,23 @@ def small(load):
 def data_dir(tmp_path_factory):
   """A TFDS data dir for the embedded digits, built once per session."""
   return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
+def tiny(data_dir):
+  """Overrides that make the tiny config a 12-step run with checkpoints every 4 steps."""
+  return {
+    "num_train_steps": STEPS,
+    "log_every_steps": 4,
+    "checkpoint_every_steps": 4,
+    "eval_every_steps": 8,
+    "data.dir": str(data_dir),
+  }
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny, tmp_path_factory):
+  """One uninterrupted 12-step run, in this process."""
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  train_and_evaluate(tiny_config(tiny), str(workdir))
+  return workdir

@@ -1,4 +1,5 @@
-"""The bench on the tiny network: real timings of ours (and of PyTorch where installed), its files."""
+"""The bench on the tiny network: real timings of ours (and of PyTorch where installed), its
+files."""
 
 import importlib.util
 import json
@@ -14,9 +15,27 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
   out = tmp_path_factory.mktemp("bench")
-  argv = ["bench", "--networks", "tiny16", "--dtypes", "float32", "--batch-sizes", "8",
-          "--steps", "3", "--warmup", "1", "--torch-variants", "eager",
-          "--pipeline-threads", "1", "--pipeline-seconds", "1", "--out", str(out)]
+  argv = [
+    "bench",
+    "--networks",
+    "tiny16",
+    "--dtypes",
+    "float32",
+    "--batch-sizes",
+    "8",
+    "--steps",
+    "3",
+    "--warmup",
+    "1",
+    "--torch-variants",
+    "eager",
+    "--pipeline-threads",
+    "1",
+    "--pipeline-seconds",
+    "1",
+    "--out",
+    str(out),
+  ]
   assert main(argv) == 0
   return out, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
 
@@ -25,7 +44,9 @@ def test_bench_times_train_and_eval_steps_and_writes_json_and_markdown(bench):
   _, results, report = bench
   ours = [r for r in results["rows"] if r["framework"] == "ours"]
   assert [(r["network"], r["dtype"], r["batch"], r["mode"]) for r in ours] == [
-      ("tiny16", "float32", 8, "train"), ("tiny16", "float32", 8, "eval")]
+    ("tiny16", "float32", 8, "train"),
+    ("tiny16", "float32", 8, "eval"),
+  ]
   for row in ours:
     assert row["images_per_second"] > 0 and row["seconds_per_step"] > 0
     assert row["compile_seconds"] > 0 and row["memory_bytes"] > 0

@@ -39,7 +39,7 @@ def test_read_caffemodel_returns_every_layer_with_weights(tmp_path, blobs, forma
   assert list(read) == list(blobs)  # the Data, ReLU and Pooling layers have no blobs
   for name, written in blobs.items():
     assert len(read[name]) == len(written)
-    for got, want in zip(read[name], written):
+    for got, want in zip(read[name], written, strict=True):
       # v1: legacy num/channels/height/width as stored; v2: the shape as written.
       shape = (1,) * (4 - want.ndim) + want.shape if format == "v1" else want.shape
       assert got.dtype == np.float32 and got.shape == shape, name
@@ -48,7 +48,7 @@ def test_read_caffemodel_returns_every_layer_with_weights(tmp_path, blobs, forma
 
 def test_read_caffemodel_reads_double_data(tmp_path):
   values = np.array([[0.5, -1.25, 3.0], [1e-3, 2.0, -7.5]])  # [out=2, in=3]
-  blob = b"".join(varint_field(n, d) for n, d in zip((1, 2, 3, 4), (1, 1, 2, 3)))
+  blob = b"".join(varint_field(n, d) for n, d in zip((1, 2, 3, 4), (1, 1, 2, 3), strict=True))
   blob += length_delimited(8, values.astype("<f8").tobytes())  # double_data, packed
   layer = length_delimited(4, "fc") + varint_field(5, 14) + length_delimited(6, blob)
   path = tmp_path / "double.caffemodel"
@@ -82,17 +82,25 @@ def test_read_caffemodel_explains_a_bad_file(tmp_path, damage):
   if damage != "missing":
     write_caffemodel(path, random_bvlc_blobs(1, num_classes=10, aux=False), "v1")
     content = path.read_bytes()
-    path.write_bytes({"half": content[:len(content) // 2],
-                      "random": np.random.default_rng(0).bytes(4096),
-                      "empty": b""}[damage])
+    path.write_bytes(
+      {
+        "half": content[: len(content) // 2],
+        "random": np.random.default_rng(0).bytes(4096),
+        "empty": b"",
+      }[damage]
+    )
   with pytest.raises(ConfigError) as error:
     read_caffemodel(path)
   message = str(error.value)
   assert str(path) in message and "http://dl.caffe.berkeleyvision.org/" in message
   corrupt = "is not a Caffe model (.caffemodel) or is truncated"
   empty = "holds no layer with weights"
-  expected = {"half": [corrupt], "random": [corrupt, empty],  # random bytes may parse, into nothing
-              "empty": [empty], "missing": ["No such file or directory"]}[damage]
+  expected = {
+    "half": [corrupt],
+    "random": [corrupt, empty],  # random bytes may parse, into nothing
+    "empty": [empty],
+    "missing": ["No such file or directory"],
+  }[damage]
   assert any(text in message for text in expected), message
 
 
@@ -119,16 +127,28 @@ def test_reference_runs_at_224_with_deploy_prototxt_shapes(reference):
     tops = reference.tops(caffe_input(images), aux=True)
     logits, aux1, aux2 = reference(caffe_input(images), aux=True)
   expected = {
-      "conv1/7x7_s2": (64, 112, 112), "pool1/3x3_s2": (64, 56, 56),
-      "conv2/3x3": (192, 56, 56), "pool2/3x3_s2": (192, 28, 28),
-      "inception_3a/output": (256, 28, 28), "inception_3b/output": (480, 28, 28),
-      "pool3/3x3_s2": (480, 14, 14), "inception_4a/output": (512, 14, 14),
-      "inception_4b/output": (512, 14, 14), "inception_4c/output": (512, 14, 14),
-      "inception_4d/output": (528, 14, 14), "inception_4e/output": (832, 14, 14),
-      "pool4/3x3_s2": (832, 7, 7), "inception_5a/output": (832, 7, 7),
-      "inception_5b/output": (1024, 7, 7), "pool5/7x7_s1": (1024, 1, 1),
-      "loss1/ave_pool": (512, 4, 4), "loss1/conv": (128, 4, 4), "loss1/fc": (1024,),
-      "loss2/ave_pool": (528, 4, 4), "loss2/conv": (128, 4, 4), "loss2/fc": (1024,),
+    "conv1/7x7_s2": (64, 112, 112),
+    "pool1/3x3_s2": (64, 56, 56),
+    "conv2/3x3": (192, 56, 56),
+    "pool2/3x3_s2": (192, 28, 28),
+    "inception_3a/output": (256, 28, 28),
+    "inception_3b/output": (480, 28, 28),
+    "pool3/3x3_s2": (480, 14, 14),
+    "inception_4a/output": (512, 14, 14),
+    "inception_4b/output": (512, 14, 14),
+    "inception_4c/output": (512, 14, 14),
+    "inception_4d/output": (528, 14, 14),
+    "inception_4e/output": (832, 14, 14),
+    "pool4/3x3_s2": (832, 7, 7),
+    "inception_5a/output": (832, 7, 7),
+    "inception_5b/output": (1024, 7, 7),
+    "pool5/7x7_s1": (1024, 1, 1),
+    "loss1/ave_pool": (512, 4, 4),
+    "loss1/conv": (128, 4, 4),
+    "loss1/fc": (1024,),
+    "loss2/ave_pool": (528, 4, 4),
+    "loss2/conv": (128, 4, 4),
+    "loss2/fc": (1024,),
   }
   assert {name: tuple(tops[name].shape[1:]) for name in expected} == expected
   for out in (logits, aux1, aux2):

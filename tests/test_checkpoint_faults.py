@@ -4,7 +4,8 @@ A checkpoint cut short, missing a file or left an empty folder: `eval` and `trai
 newest intact one and say which they skipped and why, `eval --step` names the damage (exit 2), and
 `train` moves the damaged folder aside to `<step>.damaged`. The temporary folder of a save that a
 kill interrupted is removed when `train` starts again, never by `eval`. Nothing intact is touched.
-One 12-step run (checkpoints 4, 8, 12) serves the module; each test damages a copy of it.
+One 12-step run (checkpoints 4, 8, 12) serves the module; each test damages a copy of it. Workdirs
+that cannot be written are refused before anything is built.
 """
 
 from __future__ import annotations
@@ -13,29 +14,23 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
+from helpers import STEPS, command_line, digest, run_command, subprocess_env, without_timing
 
 from inception_jax.training.reporting import read_metrics
-from test_train import STEPS, _digest, _run, _without_timing, tiny  # noqa: F401 (a fixture)
 
 # What orbax-checkpoint 0.12.8 names a save in progress (seen by killing a process mid-save): the
 # step folder's name plus this, renamed to the step folder when the save completes.
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
-@pytest.fixture(scope="module")
-def trained(tiny, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("trained") / "run"
-  result = _run("train", workdir, tiny)
-  assert result.returncode == 0, result.stderr
-  assert sorted(path.name for path in (workdir / "checkpoints").iterdir()) == ["12", "4", "8"]
-  return workdir
-
-
 @pytest.fixture
-def workdir(trained, tmp_path):
-  return pathlib.Path(shutil.copytree(trained, tmp_path / "run"))
+def workdir(tiny_run, tmp_path):
+  """A copy of the shared tiny run (checkpoints 4, 8 and 12) to damage."""
+  return pathlib.Path(shutil.copytree(tiny_run, tmp_path / "run"))
 
 
 def _largest_file(folder: pathlib.Path) -> pathlib.Path:
@@ -43,8 +38,11 @@ def _largest_file(folder: pathlib.Path) -> pathlib.Path:
 
 
 def _eval_top1(workdir: pathlib.Path, step: int) -> float:
-  return next(record["top1"] for record in read_metrics(workdir)
-              if record["split"] == "eval" and record["step"] == step)
+  return next(
+    record["top1"]
+    for record in read_metrics(workdir)
+    if record["split"] == "eval" and record["step"] == step
+  )
 
 
 def _clean(result) -> None:
@@ -55,26 +53,28 @@ def test_eval_falls_back_from_a_truncated_checkpoint_and_refuses_it_by_step(work
   checkpoints = workdir / "checkpoints"
   cut = _largest_file(checkpoints / str(STEPS))
   os.truncate(cut, cut.stat().st_size // 2)
-  before = _digest(workdir)
+  before = digest(workdir)
 
-  latest = _run("eval", workdir, tiny)
+  latest = run_command("eval", workdir, tiny)
   assert latest.returncode == 0, latest.stderr
-  assert ("Skipped the checkpoint at step 12, which is damaged (state: OUT_OF_RANGE: Requested "
-          "byte range") in latest.stdout
+  assert (
+    "Skipped the checkpoint at step 12, which is damaged (state: OUT_OF_RANGE: Requested byte range"
+  ) in latest.stdout
   assert "); evaluating step 8.\n" in latest.stdout
   assert "eval at step 8: loss" in latest.stdout
   assert f"top1 {100 * _eval_top1(workdir, 8):.2f}%" in latest.stdout  # what the run logged at 8
   _clean(latest)
 
-  chosen = _run("eval", workdir, tiny, extra=("--step", str(STEPS)))
+  chosen = run_command("eval", workdir, tiny, extra=("--step", str(STEPS)))
   assert chosen.returncode == 2, chosen.stderr
   errors = [line for line in chosen.stderr.splitlines() if "inception-jax" in line]
   assert len(errors) == 1 and errors[0].startswith(
-      f"inception-jax eval: error: the checkpoint at step 12 in {checkpoints} is damaged: state: "
-      f"OUT_OF_RANGE: Requested byte range ")
+    f"inception-jax eval: error: the checkpoint at step 12 in {checkpoints} is damaged: state: "
+    f"OUT_OF_RANGE: Requested byte range "
+  )
   assert errors[0].endswith("Nothing was changed; the saved steps are [4, 8, 12].")
   _clean(chosen)
-  assert _digest(workdir) == before  # eval writes nothing
+  assert digest(workdir) == before  # eval writes nothing
 
 
 def _delete_a_data_file(folder: pathlib.Path) -> None:
@@ -86,99 +86,152 @@ def _empty(folder: pathlib.Path) -> None:
   folder.mkdir()
 
 
-@pytest.mark.parametrize("damage, reason, earlier, aside", [
+@pytest.mark.parametrize(
+  "damage, reason, earlier, aside",
+  [
     (_delete_a_data_file, "state: no data for ", False, "12.damaged"),
     (_empty, "state and progress missing in it", True, "12.damaged.2"),
-], ids=["a data file deleted", "an empty step folder, with an earlier 12.damaged"])
+  ],
+  ids=["a data file deleted", "an empty step folder, with an earlier 12.damaged"],
+)
 def test_train_resumes_from_the_newest_intact_checkpoint_and_moves_the_damaged_one_aside(
-    workdir, trained, tiny, damage, reason, earlier, aside):
+  workdir, tiny_run, tiny, damage, reason, earlier, aside
+):
   checkpoints = workdir / "checkpoints"
   damage(checkpoints / "12")
   if earlier:  # set aside by an earlier resume: kept as it is
     (checkpoints / "12.damaged").mkdir()
     (checkpoints / "12.damaged" / "note").write_text("earlier")
-  before = {name: _digest(checkpoints / name) for name in ("4", "8", "12")}
+  before = {name: digest(checkpoints / name) for name in ("4", "8", "12")}
 
-  result = _run("train", workdir, tiny)
+  result = run_command("train", workdir, tiny)
   assert result.returncode == 0, result.stderr
   _clean(result)
   assert f"Skipped the checkpoint at step 12, which is damaged ({reason}" in result.stdout
   assert f"); moved it to {checkpoints / aside}.\n" in result.stdout
   assert "Resuming at step 8" in result.stdout and "step 12/12" in result.stdout
 
-  assert _digest(checkpoints / aside) == before["12"]  # the damaged files, as they were
+  assert digest(checkpoints / aside) == before["12"]  # the damaged files, as they were
   if earlier:
     assert [path.name for path in (checkpoints / "12.damaged").iterdir()] == ["note"]
-  assert _digest(checkpoints / "4") == before["4"] and _digest(checkpoints / "8") == before["8"]
+  assert digest(checkpoints / "4") == before["4"] and digest(checkpoints / "8") == before["8"]
   assert sorted(path.name for path in checkpoints.iterdir()) == sorted(
-      {"4", "8", "12", "12.damaged", aside})
+    {"4", "8", "12", "12.damaged", aside}
+  )
   # The resumed run is the one the damage interrupted: same metrics, step for step.
-  assert _without_timing(read_metrics(workdir)) == _without_timing(read_metrics(trained))
+  assert without_timing(read_metrics(workdir)) == without_timing(read_metrics(tiny_run))
 
 
 def test_an_unfinished_save_is_left_by_eval_and_removed_when_train_starts_again(
-    workdir, trained, tiny):
+  workdir, tiny_run, tiny
+):
   checkpoints = workdir / "checkpoints"
   unfinished = checkpoints / f"{STEPS}{TMP_SUFFIX}"
   (checkpoints / str(STEPS)).rename(unfinished)  # killed before orbax renamed it
-  before = _digest(workdir)
+  before = digest(workdir)
 
-  evaluated = _run("eval", workdir, tiny)
+  evaluated = run_command("eval", workdir, tiny)
   assert evaluated.returncode == 0, evaluated.stderr
   assert "eval at step 8: loss" in evaluated.stdout and "Skipped" not in evaluated.stdout
   _clean(evaluated)
-  assert _digest(workdir) == before
+  assert digest(workdir) == before
 
-  intact = {name: _digest(checkpoints / name) for name in ("4", "8")}
-  resumed = _run("train", workdir, tiny)
+  intact = {name: digest(checkpoints / name) for name in ("4", "8")}
+  resumed = run_command("train", workdir, tiny)
   assert resumed.returncode == 0, resumed.stderr
   _clean(resumed)
   assert "Resuming at step 8" in resumed.stdout and "step 12/12" in resumed.stdout
   assert not unfinished.exists()
   assert sorted(path.name for path in checkpoints.iterdir()) == ["12", "4", "8"]
-  assert {name: _digest(checkpoints / name) for name in ("4", "8")} == intact
-  assert _without_timing(read_metrics(workdir)) == _without_timing(read_metrics(trained))
+  assert {name: digest(checkpoints / name) for name in ("4", "8")} == intact
+  assert without_timing(read_metrics(workdir)) == without_timing(read_metrics(tiny_run))
 
 
 def test_with_no_intact_checkpoint_left_eval_and_train_refuse_and_change_nothing(workdir, tiny):
   checkpoints = workdir / "checkpoints"
   for step in ("4", "8", "12"):
     _empty(checkpoints / step)
-  before = _digest(workdir)
+  before = digest(workdir)
   for command in ("eval", "train"):
-    result = _run(command, workdir, tiny)
+    result = run_command(command, workdir, tiny)
     assert result.returncode == 2, result.stderr
     _clean(result)
-    assert (f"inception-jax {command}: error: no intact checkpoint in {checkpoints}:\n"
-            f"  step 12: state and progress missing in it\n"
-            f"  step 8: state and progress missing in it\n"
-            f"  step 4: state and progress missing in it\n"
-            f"Nothing was changed.") in result.stderr
-    assert _digest(workdir) == before and sorted(p.name for p in checkpoints.iterdir()) == [
-        "12", "4", "8"]
+    assert (
+      f"inception-jax {command}: error: no intact checkpoint in {checkpoints}:\n"
+      f"  step 12: state and progress missing in it\n"
+      f"  step 8: state and progress missing in it\n"
+      f"  step 4: state and progress missing in it\n"
+      f"Nothing was changed."
+    ) in result.stderr
+    assert digest(workdir) == before and sorted(p.name for p in checkpoints.iterdir()) == [
+      "12",
+      "4",
+      "8",
+    ]
 
 
 def test_train_on_a_finished_run_writes_nothing(workdir, tiny):
   """No config.json rewritten, no metrics.jsonl rewritten, no new TensorBoard file: a finished
   run on read-only media can be `train`ed again (e.g. by a sweep) without an error."""
-  before = _digest(workdir)
-  result = _run("train", workdir, tiny)
+  before = digest(workdir)
+  result = run_command("train", workdir, tiny)
   assert result.returncode == 0, result.stderr
   assert f"Nothing to do: the run in {workdir} already reached step {STEPS}" in result.stdout
-  assert _digest(workdir) == before
+  assert digest(workdir) == before
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file"])
-def test_a_workdir_that_cannot_be_written_is_refused_before_anything_is_built(tiny, tmp_path,
-                                                                              where):
+def test_a_workdir_that_cannot_be_written_is_refused_before_anything_is_built(
+  tiny, tmp_path, where
+):
   (tmp_path / "taken").write_text("not a folder\n")
   target = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "run"
-  result = _run("train", target, tiny)
+  result = run_command("train", target, tiny)
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert f"--workdir {target}: {tmp_path / 'taken'} is a file" in result.stderr
   assert "Downloading and preparing" not in result.stdout  # refused before the dataset
   assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
   assert (tmp_path / "taken").read_text() == "not a folder\n"
+
+
+# Run first where the tests run as root (who may write anywhere): drops the capabilities that
+# override permission bits (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH: prctl PR_CAPBSET_DROP = 24) and
+# becomes the command, so that the bits apply to it as to a user. A process of its own, since
+# dropping them in the test's (multithreaded) process before exec would need a fork.
+AS_A_USER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for capability in (1, 2):
+  if libc.prctl(24, capability, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("where", ["the folder", "its parent"])
+def test_a_workdir_without_write_permission_is_refused_before_anything_is_built(
+  tiny, tmp_path, where
+):
+  """Permission bits, as a non-root user meets them (the tests may run as root: the command then
+  runs without root's power to write anywhere)."""
+  parent = tmp_path / "mine"
+  parent.mkdir()
+  target = parent if where == "the folder" else parent / "run"
+  parent.chmod(0o555)
+  try:
+    command = command_line("train", target, tiny)
+    if os.geteuid() == 0:
+      command = [sys.executable, "-c", AS_A_USER, *command]
+    result = subprocess.run(
+      command, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+  finally:
+    parent.chmod(0o755)
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+  reason = "is read-only" if where == "the folder" else "no folder can be made in"
+  assert f"--workdir {target}: " in result.stderr and reason in result.stderr, result.stderr
+  assert "Downloading and preparing" not in result.stdout  # refused before the dataset
+  assert not list(parent.iterdir())
 
 
 @pytest.mark.parametrize("lost", [8, 12], ids=["mid-run", "final"])
@@ -190,7 +243,7 @@ def test_an_evaluation_lost_after_its_checkpoint_is_run_on_resume(workdir, tiny,
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
   for later in range(lost + 1, STEPS + 1):
     shutil.rmtree(workdir / "checkpoints" / str(later), ignore_errors=True)
-  result = _run("train", workdir, tiny)
+  result = run_command("train", workdir, tiny)
   assert result.returncode == 0, result.stderr
   assert f"Evaluating step {lost} first" in result.stdout
-  assert _without_timing(read_metrics(workdir)) == _without_timing(records)
+  assert without_timing(read_metrics(workdir)) == without_timing(records)

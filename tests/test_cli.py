@@ -10,8 +10,13 @@ from inception_jax.errors import ConfigError
 from inception_jax.main import main
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config.model.modul=naive"], "unknown config key 'model.modul' (did you mean 'model.module'?)"),
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (
+      ["--config.model.modul=naive"],
+      "unknown config key 'model.modul' (did you mean 'model.module'?)",
+    ),
     (["--config.model.width_multiplier=wide"], "config.model.width_multiplier expects a number"),
     (["--config.learning_rate=1e999"], "config.learning_rate expects a finite number"),
     (["--config.learning_rate=nan"], "config.learning_rate expects a finite number"),
@@ -21,7 +26,8 @@ from inception_jax.main import main
     (["--config.model=naive"], "is a group of settings"),
     (["--config.model.module=wide"], "model.module='wide' is not a valid choice"),
     (["--epochs=3"], "unrecognised argument '--epochs=3'"),
-])
+  ],
+)
 def test_bad_overrides_exit_2_with_one_message(capsys, args, message):
   assert main(["summarize", "--config", "configs/imagenet.py", *args]) == 2
   err = capsys.readouterr().err
@@ -35,9 +41,19 @@ def test_missing_config_file(capsys):
 
 def test_overrides_parse_as_the_type_they_replace(load):
   config = load("imagenet.py")
-  apply_overrides(config, parse_override_args([
-      "--config.model.kernel_sizes=(1,3,7)", "--config.model.dropout=0", "--config.model.aux_heads",
-      "off", "--config.image_size=299", "--config.model.norm=batchnorm"]))
+  apply_overrides(
+    config,
+    parse_override_args(
+      [
+        "--config.model.kernel_sizes=(1,3,7)",
+        "--config.model.dropout=0",
+        "--config.model.aux_heads",
+        "off",
+        "--config.image_size=299",
+        "--config.model.norm=batchnorm",
+      ]
+    ),
+  )
   assert config.model.kernel_sizes == (1, 3, 7) and config.model.dropout == 0.0
   assert config.model.aux_heads is False and config.image_size == 299
   assert config.model.norm == "batchnorm"
@@ -46,10 +62,31 @@ def test_overrides_parse_as_the_type_they_replace(load):
 
 
 def test_console_script_is_installed():
-  result = subprocess.run([sys.executable, "-m", "inception_jax.main", "summarize", "--config",
-                           "configs/imagenet.py:torchvision", "--config.model.aux_heads=false"],
-                          capture_output=True, text=True, check=True)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "inception_jax.main",
+      "summarize",
+      "--config",
+      "configs/imagenet.py:torchvision",
+      "--config.model.aux_heads=false",
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   assert "6.62M" in result.stdout
-  bad = subprocess.run([sys.executable, "-m", "inception_jax.main", "summarize", "--config",
-                        "configs/imagenet.py:resnet"], capture_output=True, text=True)
+  bad = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "inception_jax.main",
+      "summarize",
+      "--config",
+      "configs/imagenet.py:resnet",
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert bad.returncode == 2 and "choose one of: paper, small, torchvision" in bad.stderr

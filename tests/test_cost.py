@@ -16,8 +16,18 @@ from inception_jax.summarize import (
   paper_figure,
 )
 
-TABLE1_MATCHING = ["conv2", "inception_3a", "inception_3b", "inception_4a", "inception_4b",
-                   "inception_4c", "inception_4d", "inception_4e", "inception_5b", "classifier"]
+TABLE1_MATCHING = [
+  "conv2",
+  "inception_3a",
+  "inception_3b",
+  "inception_4a",
+  "inception_4b",
+  "inception_4c",
+  "inception_4d",
+  "inception_4e",
+  "inception_5b",
+  "classifier",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +59,8 @@ def test_the_two_inconsistent_rows_are_flagged_with_a_note(paper_rows):
 
 def test_totals(paper_rows):
   total = paper_rows["total"]
-  assert total["params"] == 6_998_552            # true 5x5, no aux heads: about 7.0M
-  assert 1.575e9 < total["macs"] < 1.59e9         # 1.58G multiply-adds by the widths
+  assert total["params"] == 6_998_552  # true 5x5, no aux heads: about 7.0M
+  assert 1.575e9 < total["macs"] < 1.59e9  # 1.58G multiply-adds by the widths
   assert total["params_with_aux"] == 13_378_280
   assert (total["paper_params"], total["paper_macs"]) == ("6.8M", "1.5G")
   assert [n for n, r in paper_rows.items() if r.get("training_only")] == ["aux_4a", "aux_4d"]
@@ -81,7 +91,10 @@ def test_seeds_example_1x1_reduction():
 
 def test_naive_and_reduced_side_by_side(load):
   rows = {row["name"]: row for row in compare_rows(load("imagenet.py"))}
-  assert [rows[n]["reduced"]["output_channels"] for n in ("inception_3a", "inception_5b")] == [256, 1024]
+  assert [rows[n]["reduced"]["output_channels"] for n in ("inception_3a", "inception_5b")] == [
+    256,
+    1024,
+  ]
   # Naive: c1 + c3 + c5 + all input channels, so the width grows module after module.
   assert rows["inception_3a"]["naive"]["output_channels"] == 64 + 128 + 32 + 192
   assert rows["inception_3b"]["naive"]["output_channels"] == 128 + 192 + 96 + 416
@@ -99,8 +112,19 @@ def test_naive_override_changes_the_table(load):
 
 
 def test_summarize_json_from_the_command_line(capsys):
-  assert main(["summarize", "--config", "configs/imagenet.py", "--json",
-               "--config.model.kernel_sizes=(1,3,3)", "--config.model.aux_heads=false"]) == 0
+  assert (
+    main(
+      [
+        "summarize",
+        "--config",
+        "configs/imagenet.py",
+        "--json",
+        "--config.model.kernel_sizes=(1,3,3)",
+        "--config.model.aux_heads=false",
+      ]
+    )
+    == 0
+  )
   rows = json.loads(capsys.readouterr().out)
   assert all({"name", "output_shape", "params", "macs"} <= row.keys() for row in rows)
   assert rows[-1]["name"] == "total" and "params_with_aux" not in rows[-1]

@@ -19,5 +19,6 @@ def test_digits_builds_into_the_data_dir_without_network(tmp_path):
   again = tfds.builder("sklearn_digits", data_dir=str(tmp_path / "again"))
   again.download_and_prepare()
   np.testing.assert_array_equal(
-      np.sort(tfds.as_numpy(again.as_dataset(split="test", batch_size=-1))["label"]),
-      np.sort(test["label"]))
+    np.sort(tfds.as_numpy(again.as_dataset(split="test", batch_size=-1))["label"]),
+    np.sort(test["label"]),
+  )

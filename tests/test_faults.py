@@ -7,15 +7,20 @@ import subprocess
 import sys
 
 import pytest
-from test_train import ROOT, TINY_CONFIG, _digest, _env
+from helpers import ROOT, TINY_CONFIG, digest, subprocess_env
 
 from inception_jax.main import main
 
 
 def inception_jax(*args):
   """The command as a user runs it, in its own process."""
-  return subprocess.run([sys.executable, "-m", "inception_jax.main", *map(str, args)],
-                        env=_env(), capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, "-m", "inception_jax.main", *map(str, args)],
+    env=subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def one_error(result, code=2):
@@ -25,13 +30,17 @@ def one_error(result, code=2):
   return errors[0]
 
 
-@pytest.mark.parametrize("body, line, error", [
+@pytest.mark.parametrize(
+  "body, line, error",
+  [
     ("import ml_collections\n\ndef get_config():\n  x = (1,\n", 4, "SyntaxError"),
     ("import ml_collections\n\ndef get_config():\n  return {}['model']\n", 4, "KeyError: 'model'"),
     ("import not_a_module\n", 1, "ModuleNotFoundError"),
-])
-def test_a_config_file_that_does_not_run_is_named_with_its_line(tmp_path, capsys, body, line,
-                                                                 error):
+  ],
+)
+def test_a_config_file_that_does_not_run_is_named_with_its_line(
+  tmp_path, capsys, body, line, error
+):
   path = tmp_path / "broken.py"
   path.write_text(body)
   assert main(["summarize", "--config", str(path)]) == 2
@@ -48,20 +57,25 @@ def test_a_sweep_file_copied_elsewhere_still_finds_its_base_config(tmp_path):
 
 def test_a_sweep_file_whose_base_config_is_missing_says_which_file_looked(tmp_path):
   sweep = tmp_path / "sweep.py"
-  sweep.write_text("from inception_jax.config import load_config\n\n"
-                   "def get_config():\n  return load_config('/nowhere/default.py')\n\n"
-                   "def get_hyper(hyper):\n  return hyper.sweep('seed', [1, 2])\n")
+  sweep.write_text(
+    "from inception_jax.config import load_config\n\n"
+    "def get_config():\n  return load_config('/nowhere/default.py')\n\n"
+    "def get_hyper(hyper):\n  return hyper.sweep('seed', [1, 2])\n"
+  )
   message = one_error(inception_jax("sweep", sweep, "--workdir", tmp_path / "runs", "--dry-run"))
   assert f"{sweep}, line 4: config file '/nowhere/default.py' does not exist" in message
   assert "--config" not in message  # the sweep command has no such flag
   assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("config, size, smallest", [
+@pytest.mark.parametrize(
+  "config, size, smallest",
+  [
     ("configs/default.py", 1, 4),
     ("configs/imagenet.py", 8, 79),  # the paper's aux heads pool 5x5 windows of 4a's output
     ("configs/imagenet.py:torchvision", 8, 15),  # adaptive aux pooling takes any size
-])
+  ],
+)
 def test_an_image_size_too_small_names_the_smallest_that_works(capsys, config, size, smallest):
   assert main(["summarize", "--config", config, f"--config.image_size={size}"]) == 2
   err = capsys.readouterr().err
@@ -72,17 +86,36 @@ def test_an_image_size_too_small_names_the_smallest_that_works(capsys, config, s
 
 
 def test_train_refuses_a_too_small_image_size_before_writing(data_dir, tmp_path):
-  message = one_error(inception_jax("train", "--config", TINY_CONFIG, "--workdir", tmp_path / "r",
-                                    "--config.image_size=2", f"--config.data.dir={data_dir}"))
+  message = one_error(
+    inception_jax(
+      "train",
+      "--config",
+      TINY_CONFIG,
+      "--workdir",
+      tmp_path / "r",
+      "--config.image_size=2",
+      f"--config.data.dir={data_dir}",
+    )
+  )
   assert "--config.image_size=4 or more" in message
   assert not (tmp_path / "r").exists()
 
 
 def test_a_loss_gone_nan_stops_training_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
-  args = ["train", "--config", TINY_CONFIG, "--workdir", tmp_path, "--config.learning_rate=30",
-          "--config.schedule=constant", "--config.warmup_epochs=0", "--config.num_train_steps=30",
-          "--config.checkpoint_every_steps=3", "--config.log_every_steps=5",
-          f"--config.data.dir={data_dir}"]
+  args = [
+    "train",
+    "--config",
+    TINY_CONFIG,
+    "--workdir",
+    tmp_path,
+    "--config.learning_rate=30",
+    "--config.schedule=constant",
+    "--config.warmup_epochs=0",
+    "--config.num_train_steps=30",
+    "--config.checkpoint_every_steps=3",
+    "--config.log_every_steps=5",
+    f"--config.data.dir={data_dir}",
+  ]
   message = one_error(inception_jax(*args), code=1)
   step = int(message.split(" at step ")[1].split(";")[0])
   kept = int(message.split("last good checkpoint, step ")[1].split(",")[0])
@@ -90,6 +123,6 @@ def test_a_loss_gone_nan_stops_training_and_keeps_the_last_good_checkpoint(data_
   assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == kept
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
   assert all(r["step"] < step and r["loss"] == r["loss"] for r in records)  # no NaN written
-  before = _digest(tmp_path / "checkpoints")
+  before = digest(tmp_path / "checkpoints")
   assert one_error(inception_jax(*args), code=1) == message  # deterministic, and nothing lost
-  assert _digest(tmp_path / "checkpoints") == before
+  assert digest(tmp_path / "checkpoints") == before

@@ -85,8 +85,9 @@ def test_network_shapes_at_224(load, spec, aux):
   variables = abstract_variables(model, 224)
   x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
   rngs = {"dropout": KEY}
-  train = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs=rngs,
-                                                  mutable=["batch_stats"])[0], variables, x)
+  train = jax.eval_shape(
+    lambda v, x: model.apply(v, x, train=True, rngs=rngs, mutable=["batch_stats"])[0], variables, x
+  )
   test = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
   assert train.logits.shape == test.logits.shape == (2, 1000)
   assert [a.shape for a in train.aux_logits] == [(2, 1000)] * aux
@@ -95,8 +96,10 @@ def test_network_shapes_at_224(load, spec, aux):
 
 def test_parameter_counts(load):
   """torchvision's googlenet exactly; the paper's widths with true 5x5 kernels about 7.0M."""
-  for spec, without_aux, with_aux in [("imagenet.py:torchvision", 6_624_904, 13_004_888),
-                                      ("imagenet.py", 6_998_552, 13_378_280)]:
+  for spec, without_aux, with_aux in [
+    ("imagenet.py:torchvision", 6_624_904, 13_004_888),
+    ("imagenet.py", 6_998_552, 13_378_280),
+  ]:
     params = abstract_variables(build_model(load(spec).model), 224)["params"]
     aux = {k: v for k, v in params.items() if k.startswith("aux_")}
     assert param_count(params) == with_aux, spec
@@ -108,8 +111,9 @@ def test_aux_heads_off_means_no_aux_parameters_or_outputs(load, small):
   params = abstract_variables(model, 32)["params"]
   assert params and not any(k.startswith("aux_") for k in params)
   _, variables = small
-  without_aux = dict(variables, params={k: v for k, v in variables["params"].items()
-                                        if not k.startswith("aux_")})
+  without_aux = dict(
+    variables, params={k: v for k, v in variables["params"].items() if not k.startswith("aux_")}
+  )
   out, _ = apply(model, without_aux, jnp.ones((1, 32, 32, 3)), train=True, mutable=["batch_stats"])
   assert out.aux_logits == ()
 
@@ -129,9 +133,9 @@ def test_batchnorm_statistics_update_in_training_only(small):
   x = jax.random.normal(KEY, (4, 32, 32, 3)) * 3 + 1
   _, updated = apply(model, variables, x, train=True, mutable=["batch_stats"])
   before, after = jax.tree.leaves(variables["batch_stats"]), jax.tree.leaves(updated["batch_stats"])
-  assert all(not np.allclose(b, a) for b, a in zip(before, after))
+  assert all(not np.allclose(b, a) for b, a in zip(before, after, strict=True))
   _, unchanged = apply(model, variables, x, mutable=["batch_stats"])
-  for b, a in zip(before, jax.tree.leaves(unchanged["batch_stats"])):
+  for b, a in zip(before, jax.tree.leaves(unchanged["batch_stats"]), strict=True):
     np.testing.assert_array_equal(b, a)
 
 
@@ -147,8 +151,13 @@ def test_bfloat16_compute_keeps_float32_params(load, small):
 
 def test_ceil_mode_pooling_matches_pytorch_sizes():
   """PyTorch: out = ceil((n + 2p - k) / s) + 1, less one if the last window starts in padding."""
-  for size, window, strides, pad, expected in [(112, 3, 2, 0, 56), (15, 3, 2, 0, 7),
-                                               (14, 2, 2, 0, 7), (7, 3, 1, 1, 7), (8, 3, 2, 0, 4)]:
+  for size, window, strides, pad, expected in [
+    (112, 3, 2, 0, 56),
+    (15, 3, 2, 0, 7),
+    (14, 2, 2, 0, 7),
+    (7, 3, 1, 1, 7),
+    (8, 3, 2, 0, 4),
+  ]:
     before, after = ceil_mode_padding(size, window, strides, pad)
     assert (size + before + after - window) // strides + 1 == expected
   x = jnp.arange(2 * 5 * 5 * 1, dtype=jnp.float32).reshape(2, 5, 5, 1)
@@ -157,17 +166,22 @@ def test_ceil_mode_pooling_matches_pytorch_sizes():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("shape,window,strides,pads", [
-    ((2, 15, 15, 4), 3, 2, ((0, 1), (0, 1))),   # stem pool, ceil mode
-    ((2, 7, 7, 8), 3, 1, ((1, 1), (1, 1))),     # the pool branch
-    ((2, 14, 14, 4), 2, 2, ((0, 0), (0, 0))),   # small preset's 2x2 stage pool
-])
+@pytest.mark.parametrize(
+  "shape,window,strides,pads",
+  [
+    ((2, 15, 15, 4), 3, 2, ((0, 1), (0, 1))),  # stem pool, ceil mode
+    ((2, 7, 7, 8), 3, 1, ((1, 1), (1, 1))),  # the pool branch
+    ((2, 14, 14, 4), 2, 2, ((0, 0), (0, 0))),  # small preset's 2x2 stage pool
+  ],
+)
 def test_max_pool_matches_xla_and_its_gradient_selects_the_same_maxima(
-    dtype, shape, window, strides, pads):
+  dtype, shape, window, strides, pads
+):
   """Ties (zeros after ReLU, repeated values) go to the first maximum, as select_and_scatter."""
   x = jnp.maximum(jax.random.normal(jax.random.key(0), shape, dtype), 0).at[:, ::3].set(1)
   reference = functools.partial(
-      flax.linen.max_pool, window_shape=(window, window), strides=(strides, strides), padding=pads)
+    flax.linen.max_pool, window_shape=(window, window), strides=(strides, strides), padding=pads
+  )
   ours = functools.partial(max_pool, window=window, strides=strides, pads=pads)
   y, ours_vjp = jax.vjp(ours, x)
   y_reference, reference_vjp = jax.vjp(reference, x)
@@ -178,8 +192,9 @@ def test_max_pool_matches_xla_and_its_gradient_selects_the_same_maxima(
   assert ours_vjp(grad)[0].dtype == dtype
   # ours adds in float32 and rounds once; bfloat16's select_and_scatter rounds every add
   exact = jax.vjp(reference, x.astype(jnp.float32))[1](grad.astype(jnp.float32))[0]
-  np.testing.assert_allclose(np.float32(ours_vjp(grad)[0]), exact,
-                             rtol=1e-6 if dtype == jnp.float32 else 2.0**-8)
+  np.testing.assert_allclose(
+    np.float32(ours_vjp(grad)[0]), exact, rtol=1e-6 if dtype == jnp.float32 else 2.0**-8
+  )
 
 
 def test_local_response_norm_matches_caffe_formula():
@@ -188,7 +203,7 @@ def test_local_response_norm_matches_caffe_formula():
   xn = np.asarray(x)
   expected = np.empty_like(xn)
   for c in range(7):
-    window = xn[..., max(0, c - 2):c + 3]
+    window = xn[..., max(0, c - 2) : c + 3]
     expected[..., c] = xn[..., c] / (2.0 + 1e-2 / 5 * (window**2).sum(-1)) ** 0.75
   np.testing.assert_allclose(y, expected, rtol=1e-5)
 
@@ -202,7 +217,9 @@ def test_adaptive_avg_pool_matches_pytorch_bins():
       np.testing.assert_allclose(y[0, i, j], x[0, r0:r1, c0:c1].mean((0, 1)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize(
+  "override, message",
+  [
     ({"model.module": "wide"}, "choose one of: naive, reduced"),
     ({"model.norm": "layernorm"}, "model.norm"),
     ({"model.kernel_sizes": "(1,3,4)"}, "must be odd"),
@@ -210,15 +227,20 @@ def test_adaptive_avg_pool_matches_pytorch_bins():
     ({"model.dropout": "1.5"}, "model.dropout must be in"),
     ({"model.widths.inception_3a": "(64,96,128)"}, "6 positive integers"),
     ({"model.aux_from": "('inception_9z',)"}, "do not exist"),
-])
+  ],
+)
 def test_bad_model_values_are_clear_errors(load, override, message):
   with pytest.raises(ConfigError, match=message):
     build_model(load("imagenet.py", override).model)
 
 
 def test_paper_aux_pool_on_tiny_maps_is_a_clear_error(load):
-  model = build_model(load("default.py", {"model.aux_pool": "paper",
-                                          "model.width_multiplier": "0.1"}).model)
-  with pytest.raises(ConfigError, match="inception_4a's output is smaller than its aux head's "
-                                        r"5x5 pool. The smallest size it takes is 10x10"):
+  model = build_model(
+    load("default.py", {"model.aux_pool": "paper", "model.width_multiplier": "0.1"}).model
+  )
+  with pytest.raises(
+    ConfigError,
+    match="inception_4a's output is smaller than its aux head's "
+    r"5x5 pool. The smallest size it takes is 10x10",
+  ):
     jax.eval_shape(lambda: init_variables(model, KEY, (8, 8, 3)))

@@ -14,8 +14,12 @@ from inception_jax.data import input_pipeline
 from inception_jax.errors import ConfigError
 
 TRAIN, TEST = 1437, 360
-NO_AUGMENT = {"augment.inception_crop": False, "augment.flip": False,
-              "augment.photometric": False, "augment.random_interpolation": False}
+NO_AUGMENT = {
+  "augment.inception_crop": False,
+  "augment.flip": False,
+  "augment.photometric": False,
+  "augment.random_interpolation": False,
+}
 
 
 @pytest.fixture(scope="session")
@@ -29,34 +33,46 @@ def digits(load, tmp_path_factory):
   return config, input_pipeline.prepare(config().data)
 
 
-def train_batches(builder, config, steps, *, local_batch=128, start_step=0, process_index=0,
-                  process_count=1):
+def train_batches(
+  builder, config, steps, *, local_batch=128, start_step=0, process_index=0, process_count=1
+):
   dataset = input_pipeline.train_dataset(
-      builder, config, local_batch=local_batch, start_step=start_step,
-      process_index=process_index, process_count=process_count)
+    builder,
+    config,
+    local_batch=local_batch,
+    start_step=start_step,
+    process_index=process_index,
+    process_count=process_count,
+  )
   return list(tfds.as_numpy(dataset.take(steps)))
 
 
 def eval_batches(builder, config, *, local_batch, process_index=0, process_count=1):
   dataset, num_batches = input_pipeline.eval_dataset(
-      builder, config, local_batch=local_batch, process_index=process_index,
-      process_count=process_count)
+    builder,
+    config,
+    local_batch=local_batch,
+    process_index=process_index,
+    process_count=process_count,
+  )
   return list(tfds.as_numpy(dataset)), num_batches
 
 
 def examples(batches):
   """How often each (image, label) occurs in the batches' real rows: a digit's identity."""
   return collections.Counter(
-      image.tobytes() + bytes([label])
-      for batch in batches
-      for image, label, mask in zip(batch["image"], batch["label"],
-                                    batch.get("mask", np.ones_like(batch["label"])))
-      if mask)
+    image.tobytes() + bytes([label])
+    for batch in batches
+    for image, label, mask in zip(
+      batch["image"], batch["label"], batch.get("mask", np.ones_like(batch["label"])), strict=True
+    )
+    if mask
+  )
 
 
 def assert_same_batches(actual, expected):
   assert len(actual) == len(expected)
-  for a, b in zip(actual, expected):
+  for a, b in zip(actual, expected, strict=True):
     assert a.keys() == b.keys()
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
@@ -89,8 +105,9 @@ def test_resuming_continues_the_stream_across_epoch_boundaries(digits):
   config, builder = digits
   stream = train_batches(builder, config(), 24)
   for start in (3, 11, 12, 22):
-    assert_same_batches(train_batches(builder, config(), 24 - start, start_step=start),
-                        stream[start:])
+    assert_same_batches(
+      train_batches(builder, config(), 24 - start, start_step=start), stream[start:]
+    )
 
 
 def test_without_augmentation_a_train_image_is_its_eval_image(digits):
@@ -106,16 +123,19 @@ def test_without_augmentation_a_train_image_is_its_eval_image(digits):
   assert sum(seen.values()) == 23 * 128 and set(seen.values()) == {2, 3}
 
 
-@pytest.mark.parametrize("switch, most_alike", [
-    ("inception_crop", 0.2), ("flip", 0.6), ("photometric", 0.05), ("random_interpolation", 0.5)])
+@pytest.mark.parametrize(
+  "switch, most_alike",
+  [("inception_crop", 0.2), ("flip", 0.6), ("photometric", 0.05), ("random_interpolation", 0.5)],
+)
 def test_each_augmentation_switch_changes_the_images(digits, switch, most_alike):
   """Turned on alone, each distortion moves a share of the images away from the eval version
   (a flip leaves about half unflipped; a random interpolation is bilinear a quarter of the time)."""
   config, builder = digits
   settings = {"image_size": 12, "data.eval_split": "train", "data.eval_crop_fraction": 1.0}
   evaluated = examples(eval_batches(builder, config(settings), local_batch=500)[0])
-  seen = examples(train_batches(
-      builder, config({**settings, **NO_AUGMENT, f"augment.{switch}": True}), 3))
+  seen = examples(
+    train_batches(builder, config({**settings, **NO_AUGMENT, f"augment.{switch}": True}), 3)
+  )
   alike = sum(count for key, count in seen.items() if key in evaluated)
   assert alike < most_alike * 3 * 128
 
@@ -123,8 +143,9 @@ def test_each_augmentation_switch_changes_the_images(digits, switch, most_alike)
 def test_an_example_is_augmented_differently_in_each_epoch(digits):
   """The augmentation seed is the example's position in the stream, not the example."""
   config, builder = digits
-  seen = examples(train_batches(builder, config({**NO_AUGMENT, "augment.inception_crop": True}),
-                                22))
+  seen = examples(
+    train_batches(builder, config({**NO_AUGMENT, "augment.inception_crop": True}), 22)
+  )
   assert len(seen) > 1.5 * TRAIN  # 2,816 images of 1,437 digits, rarely the same crop twice
 
 
@@ -134,8 +155,9 @@ def test_processes_read_disjoint_shares_of_the_train_split(digits):
   unaugmented = config(NO_AUGMENT)
   shares = []
   for index in range(2):
-    batches = train_batches(builder, unaugmented, 11, local_batch=64, process_index=index,
-                            process_count=2)
+    batches = train_batches(
+      builder, unaugmented, 11, local_batch=64, process_index=index, process_count=2
+    )
     assert all(batch["image"].shape == (64, 8, 8, 3) for batch in batches)
     shares.append(examples(batches))
     assert len(shares[-1]) == 11 * 64  # one epoch of 718 holds 11 batches, no repeats
@@ -151,8 +173,9 @@ def test_eval_sees_every_example_once_in_equal_batch_counts(digits, process_coun
   together = collections.Counter()
   counts = set()
   for index in range(process_count):
-    batches, num_batches = eval_batches(builder, config(), local_batch=local_batch,
-                                        process_index=index, process_count=process_count)
+    batches, num_batches = eval_batches(
+      builder, config(), local_batch=local_batch, process_index=index, process_count=process_count
+    )
     assert len(batches) == num_batches
     counts.add(num_batches)
     for batch in batches:
@@ -161,7 +184,9 @@ def test_eval_sees_every_example_once_in_equal_batch_counts(digits, process_coun
       padding = batch["mask"] == 0
       assert not batch["image"][padding].any() and not batch["label"][padding].any()
     assert sum(batch["mask"].sum() for batch in batches) in (
-        TEST // process_count, -(-TEST // process_count))
+      TEST // process_count,
+      -(-TEST // process_count),
+    )
     together.update(examples(batches))
   assert len(counts) == 1
   assert together == examples(everything) and len(together) == TEST
@@ -190,12 +215,21 @@ def catalog_dir(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("catalog")
   for name, splits in (("cifar10", ("train", "test")), ("imagenette", ("train", "validation"))):
     builder = tfds.builder(name, data_dir=str(data_dir))
-    builder.info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(name=split, shard_lengths=[MOCKED], num_bytes=0,
-                            filename_template=tfds.core.ShardedFileTemplate(
-                                data_dir=builder.data_path, dataset_name=name, split=split,
-                                filetype_suffix="tfrecord"))
-        for split in splits]))
+    builder.info.set_splits(
+      tfds.core.SplitDict(
+        [
+          tfds.core.SplitInfo(
+            name=split,
+            shard_lengths=[MOCKED],
+            num_bytes=0,
+            filename_template=tfds.core.ShardedFileTemplate(
+              data_dir=builder.data_path, dataset_name=name, split=split, filetype_suffix="tfrecord"
+            ),
+          )
+          for split in splits
+        ]
+      )
+    )
     builder.data_path.mkdir(parents=True)
     builder.info.write_to_directory(builder.data_path)
   return str(data_dir)
@@ -205,10 +239,13 @@ def catalog_dir(tmp_path_factory):
 def test_any_tfds_image_dataset_flows_through(load, catalog_dir, name, eval_split):
   """PNGs of one size (cifar10) and JPEGs of random sizes (imagenette, decoded window only) both
   come out as fixed-size uint8 batches; the mock gives every split the same random examples."""
-  config = load("default.py", {"data.name": name, "data.eval_split": eval_split,
-                               "data.dir": catalog_dir, "image_size": 16})
-  with tfds.testing.mock_data(num_examples=MOCKED, policy=tfds.testing.MockPolicy.USE_FILES,
-                              data_dir=catalog_dir):
+  config = load(
+    "default.py",
+    {"data.name": name, "data.eval_split": eval_split, "data.dir": catalog_dir, "image_size": 16},
+  )
+  with tfds.testing.mock_data(
+    num_examples=MOCKED, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=catalog_dir
+  ):
     builder = input_pipeline.prepare(config.data)
     assert input_pipeline.num_classes(builder) == 10
     first = train_batches(builder, config, 4, local_batch=5)  # 20 images: into epoch 1

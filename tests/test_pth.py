@@ -34,16 +34,16 @@ def assert_same(arrays: dict, tensors: dict):
 def test_reads_every_dtype_of_a_state_dict(tmp_path, fmt):
   generator = torch.Generator().manual_seed(0)
   tensors = {
-      "f32": torch.randn(3, 4, generator=generator),
-      "f16": torch.randn(5, generator=generator).half(),
-      "f64": torch.randn(2, 2, generator=generator).double(),
-      "num_batches_tracked": torch.tensor(7),  # 0-d int64, as BatchNorm keeps it
-      "i32": torch.tensor([-1, 2**31 - 1], dtype=torch.int32),
-      "i16": torch.tensor([-3, 4], dtype=torch.int16),
-      "i8": torch.tensor([-128, 127], dtype=torch.int8),
-      "u8": torch.tensor([0, 255], dtype=torch.uint8),
-      "mask": torch.tensor([True, False, True]),
-      "u16": torch.tensor([1, 65535]).to(torch.uint16),  # pickled by _rebuild_tensor_v3
+    "f32": torch.randn(3, 4, generator=generator),
+    "f16": torch.randn(5, generator=generator).half(),
+    "f64": torch.randn(2, 2, generator=generator).double(),
+    "num_batches_tracked": torch.tensor(7),  # 0-d int64, as BatchNorm keeps it
+    "i32": torch.tensor([-1, 2**31 - 1], dtype=torch.int32),
+    "i16": torch.tensor([-3, 4], dtype=torch.int16),
+    "i8": torch.tensor([-128, 127], dtype=torch.int8),
+    "u8": torch.tensor([0, 255], dtype=torch.uint8),
+    "mask": torch.tensor([True, False, True]),
+    "u16": torch.tensor([1, 65535]).to(torch.uint16),  # pickled by _rebuild_tensor_v3
   }
   assert_same(read_pth(save(tensors, tmp_path / "w.pth", fmt)), tensors)
 
@@ -59,8 +59,13 @@ def test_reads_bfloat16(tmp_path, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_reads_views_that_share_one_storage(tmp_path, fmt):
   base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-  tensors = {"transposed": base.t(), "block": base[1:, 2:5], "row": base[2], "column": base[:, 3],
-             "base": base}
+  tensors = {
+    "transposed": base.t(),
+    "block": base[1:, 2:5],
+    "row": base[2],
+    "column": base[:, 3],
+    "base": base,
+  }
   arrays = read_pth(save(tensors, tmp_path / "w.pth", fmt))
   assert_same(arrays, tensors)
   assert all(array.flags.c_contiguous and array.flags.writeable for array in arrays.values())
@@ -112,11 +117,22 @@ def write_torch_layout(payload: bytes, path, fmt: str):
       archive.writestr("archive/byteorder", "little")
       archive.writestr("archive/version", "3\n")
   else:
-    sys_info = {"protocol_version": 1001, "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4}}
-    path.write_bytes(b"".join([pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2),
-                               pickle.dumps(1001, protocol=2), pickle.dumps(sys_info, protocol=2),
-                               payload, pickle.dumps([], protocol=2)]))
+    sys_info = {
+      "protocol_version": 1001,
+      "little_endian": True,
+      "type_sizes": {"short": 2, "int": 4, "long": 4},
+    }
+    path.write_bytes(
+      b"".join(
+        [
+          pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2),
+          pickle.dumps(1001, protocol=2),
+          pickle.dumps(sys_info, protocol=2),
+          payload,
+          pickle.dumps([], protocol=2),
+        ]
+      )
+    )
   return path
 
 
@@ -124,8 +140,11 @@ def write_torch_layout(payload: bytes, path, fmt: str):
 @pytest.mark.parametrize("call", ["os.system", "eval"])
 def test_refuses_to_call_what_the_pickle_names(tmp_path, fmt, call):
   marker = tmp_path / "executed"
-  runs = (_Runs(os.system, f"touch {marker}") if call == "os.system" else
-          _Runs(eval, f"open({str(marker)!r}, 'w')"))
+  runs = (
+    _Runs(os.system, f"touch {marker}")
+    if call == "os.system"
+    else _Runs(eval, f"open({str(marker)!r}, 'w')")
+  )
   payload = pickle.dumps({"weight": runs}, protocol=2)
   with pytest.raises(ConfigError, match="only state dicts of tensors are read") as error:
     read_pth(write_torch_layout(payload, tmp_path / "evil.pth", fmt))
@@ -154,7 +173,7 @@ def test_refuses_what_is_not_a_mapping_of_names_to_tensors(tmp_path, fmt):
 def test_a_truncated_file_is_reported_as_damaged(tmp_path, fmt, kept):
   path = save({"w": torch.randn(64, 64), "b": torch.randn(64)}, tmp_path / "w.pth", fmt)
   content = path.read_bytes()
-  path.write_bytes(content[:int(len(content) * kept)])
+  path.write_bytes(content[: int(len(content) * kept)])
   with pytest.raises(ConfigError, match="truncated or damaged.*download it again"):
     read_pth(path)
 

@@ -6,73 +6,32 @@ subprocess (a fresh process is what a kill, a signal or a device count needs); t
 is in-process and shared.
 """
 
-import hashlib
-import os
 import pathlib
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from helpers import (
+  STEPS,
+  TIMING,
+  command_line,
+  digest,
+  run_command,
+  start_train,
+  subprocess_env,
+  tiny_config,
+  wait_for,
+  without_timing,
+)
 
-from inception_jax.config import load_config
 from inception_jax.main import main
 from inception_jax.training.reporting import read_metrics
 from inception_jax.training.trainer import evaluate, train_and_evaluate
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY_CONFIG = ROOT / "tests" / "tiny_config.py"
-STEPS = 12
-TIMING = ("images_per_second", "seconds", "peak_memory_bytes")  # the only fields that may differ
-
-
-@pytest.fixture(scope="session")
-def tiny(data_dir):
-  """Overrides that make the tiny config a 12-step run with checkpoints every 4 steps."""
-  return {"num_train_steps": STEPS, "log_every_steps": 4, "checkpoint_every_steps": 4,
-          "eval_every_steps": 8, "data.dir": str(data_dir)}
-
-
-def _command(command, workdir, overrides, extra=()):
-  args = [sys.executable, "-m", "inception_jax.main", command,
-          "--config", str(TINY_CONFIG), "--workdir", str(workdir)]
-  return args + [f"--config.{key}={value}" for key, value in overrides.items()] + list(extra)
-
-
-def _tiny_config(overrides):
-  return load_config(str(TINY_CONFIG), overrides)
-
-
-def _env(devices=1):
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(ROOT / ".pytest_cache" / "jax"),
-             TF_CPP_MIN_LOG_LEVEL="2")
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  return env
-
-
-def _run(command, workdir, overrides, devices=1, extra=()):
-  return subprocess.run(_command(command, workdir, overrides, extra), env=_env(devices),
-                        capture_output=True, text=True, timeout=600)
-
-
-def _start(workdir, overrides):
-  return subprocess.Popen(_command("train", workdir, overrides), env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(path: pathlib.Path, process: subprocess.Popen, timeout=300):
-  """Waits until `path` exists and is not empty."""
-  deadline = time.monotonic() + timeout
-  while not (path.exists() and (path.is_dir() or path.stat().st_size)):
-    assert process.poll() is None, process.communicate()
-    assert time.monotonic() < deadline, f"{path} never appeared"
-    time.sleep(0.05)
 
 
 def _state(workdir, step=STEPS):
@@ -80,8 +39,10 @@ def _state(workdir, step=STEPS):
   path = pathlib.Path(workdir) / "checkpoints" / str(step) / "state"
   checkpointer = ocp.StandardCheckpointer()
   here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here),
-                        checkpointer.metadata(path).item_metadata.tree)
+  target = jax.tree.map(
+    lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here),
+    checkpointer.metadata(path).item_metadata.tree,
+  )
   state = checkpointer.restore(path, target)
   return {part: dict(_flatten(state[part])) for part in ("params", "batch_stats", "opt_state")}
 
@@ -99,13 +60,10 @@ def _norm(arrays):
   return np.sqrt(sum(np.sum(np.square(a)) for a in arrays))
 
 
-def _without_timing(records):
-  return [{k: v for k, v in record.items() if k not in TIMING} for record in records]
-
-
 def _events(workdir) -> dict[tuple[str, int], list[float]]:
   """Every scalar in the workdir's TensorBoard files, read raw: (tag, step) -> values written."""
   import tensorflow as tf
+
   points = {}
   for path in sorted((pathlib.Path(workdir) / "tensorboard").glob("*tfevents*")):
     for record in tf.data.TFRecordDataset(str(path)):
@@ -115,26 +73,18 @@ def _events(workdir) -> dict[tuple[str, int], list[float]]:
   return points
 
 
-def _digest(folder: pathlib.Path) -> dict[str, str]:
-  return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-          for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-@pytest.fixture(scope="session")
-def reference(tiny, tmp_path_factory):
-  """One uninterrupted 12-step run, in this process."""
-  workdir = tmp_path_factory.mktemp("reference")
-  train_and_evaluate(_tiny_config(tiny), str(workdir))
-  return workdir
-
-
-def test_training_writes_config_metrics_checkpoints_and_events(reference, tiny):
-  assert (reference / "config.json").exists()
-  assert sorted(int(p.name) for p in (reference / "checkpoints").iterdir()) == [4, 8, 12]
-  assert list((reference / "tensorboard").glob("events.out.tfevents.*"))
-  records = read_metrics(reference)
+def test_training_writes_config_metrics_checkpoints_and_events(tiny_run, tiny):
+  assert (tiny_run / "config.json").exists()
+  assert sorted(int(p.name) for p in (tiny_run / "checkpoints").iterdir()) == [4, 8, 12]
+  assert list((tiny_run / "tensorboard").glob("events.out.tfevents.*"))
+  records = read_metrics(tiny_run)
   assert [(r["step"], r["split"]) for r in records] == [
-      (4, "train"), (8, "train"), (8, "eval"), (12, "train"), (12, "eval")]
+    (4, "train"),
+    (8, "train"),
+    (8, "eval"),
+    (12, "train"),
+    (12, "eval"),
+  ]
   for record in records:
     assert {"loss", "top1"} <= record.keys() and np.isfinite(record["loss"])
   train = [r for r in records if r["split"] == "train"]
@@ -143,34 +93,34 @@ def test_training_writes_config_metrics_checkpoints_and_events(reference, tiny):
   final = records[-1]
   assert final["count"] == 360 and 0 < final["top1"] <= final["top5"] <= 1.0
   # `eval` re-evaluates the saved step and gets the numbers the run logged.
-  again = evaluate(_tiny_config(tiny), str(reference))
+  again = evaluate(tiny_config(tiny), str(tiny_run))
   assert again["step"] == STEPS
   assert again["top1"] == final["top1"] and again["loss"] == pytest.approx(final["loss"], rel=1e-6)
-  at_8 = evaluate(_tiny_config(tiny), str(reference), step=8)
+  at_8 = evaluate(tiny_config(tiny), str(tiny_run), step=8)
   assert at_8["step"] == 8 and at_8["top1"] == records[2]["top1"]
 
 
-def test_sigkill_then_resume_matches_the_uninterrupted_run(reference, tiny, tmp_path):
-  process = _start(tmp_path, tiny)
-  _wait_for(tmp_path / "checkpoints" / "4", process)
+def test_sigkill_then_resume_matches_the_uninterrupted_run(tiny_run, tiny, tmp_path):
+  process = start_train(tmp_path, tiny)
+  wait_for(tmp_path / "checkpoints" / "4", process)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert not (tmp_path / "checkpoints" / str(STEPS)).exists(), "killed too late to test resuming"
 
-  resumed = _run("train", tmp_path, tiny)
+  resumed = run_command("train", tmp_path, tiny)
   assert resumed.returncode == 0, resumed.stderr
   assert "Resuming at step" in resumed.stdout
-  ours, theirs = _state(tmp_path)["params"], _state(reference)["params"]
+  ours, theirs = _state(tmp_path)["params"], _state(tiny_run)["params"]
   assert ours.keys() == theirs.keys()
   for name in ours:
     np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
-  assert _without_timing(read_metrics(tmp_path)) == _without_timing(read_metrics(reference))
-  _assert_same_events(tmp_path, reference)
+  assert without_timing(read_metrics(tmp_path)) == without_timing(read_metrics(tiny_run))
+  _assert_same_events(tmp_path, tiny_run)
 
 
-def _assert_same_events(workdir, reference):
+def _assert_same_events(workdir, tiny_run):
   """TensorBoard shows each step once, with the uninterrupted run's values."""
-  ours, theirs = _events(workdir), _events(reference)
+  ours, theirs = _events(workdir), _events(tiny_run)
   assert ours.keys() == theirs.keys()
   for (tag, step), values in ours.items():
     assert len(values) == 1, (tag, step, values)
@@ -178,29 +128,29 @@ def _assert_same_events(workdir, reference):
       assert values == theirs[tag, step], (tag, step)
 
 
-def test_steps_replayed_after_a_resume_are_recorded_once(reference, tiny, tmp_path):
+def test_steps_replayed_after_a_resume_are_recorded_once(tiny_run, tiny, tmp_path):
   """A kill after step 8 and 12 were logged but before their checkpoints were written (here: the
   finished run with checkpoints 8 and 12 removed, the events file ending in a record cut short).
-  The resumed run trains 5-12 again; metrics.jsonl and TensorBoard end as the reference's."""
-  shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+  The resumed run trains 5-12 again; metrics.jsonl and TensorBoard end as the tiny_run's."""
+  shutil.copytree(tiny_run, tmp_path, dirs_exist_ok=True)
   for step in (8, 12):
     shutil.rmtree(tmp_path / "checkpoints" / str(step))
   (events_file,) = (tmp_path / "tensorboard").glob("*tfevents*")
   with events_file.open("ab") as events:
     events.write((1000).to_bytes(8, "little") + bytes(6))  # a record's header, its data never came
-  resumed = _run("train", tmp_path, tiny)
+  resumed = run_command("train", tmp_path, tiny)
   assert resumed.returncode == 0, resumed.stderr
   assert "Resuming at step 4" in resumed.stdout
-  assert _without_timing(read_metrics(tmp_path)) == _without_timing(read_metrics(reference))
-  _assert_same_events(tmp_path, reference)
+  assert without_timing(read_metrics(tmp_path)) == without_timing(read_metrics(tiny_run))
+  _assert_same_events(tmp_path, tiny_run)
   assert not list(tmp_path.glob("*.partial"))
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_stop_signal_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path, stop):
   """A scheduler's SIGTERM and a Ctrl-C (SIGINT) alike: checkpoint, message, exit 128 + signal."""
-  process = _start(tmp_path, tiny)
-  _wait_for(tmp_path / "checkpoints" / "4", process)
+  process = start_train(tmp_path, tiny)
+  wait_for(tmp_path / "checkpoints" / "4", process)
   process.send_signal(stop)
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 128 + stop, stderr  # 143 and 130
@@ -210,11 +160,13 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path,
   assert step in [int(p.name) for p in (tmp_path / "checkpoints").iterdir()]
   assert read_metrics(tmp_path)[-1]["step"] <= step
   if stop == signal.SIGTERM:  # resume with the first step a log step: its images/s lacks compiling
-    resumed = _run("train", tmp_path, tiny, extra=[f"--config.log_every_steps={step + 1}"])
+    resumed = run_command("train", tmp_path, tiny, extra=[f"--config.log_every_steps={step + 1}"])
     assert resumed.returncode == 0, resumed.stderr
     first = float(resumed.stdout.split("compilation included: ")[1].split("s")[0])
-    (record,) = [r for r in read_metrics(tmp_path) if r["step"] == step + 1 and r["split"] == "train"]
-    batch = _tiny_config(tiny).batch_size  # compiling takes over 10x a tiny step, from the cache too
+    (record,) = [
+      r for r in read_metrics(tmp_path) if r["step"] == step + 1 and r["split"] == "train"
+    ]
+    batch = tiny_config(tiny).batch_size  # compiling takes over 10x a tiny step, from the cache too
     assert record["images_per_second"] > 3 * batch / first, (first, record)
 
 
@@ -229,18 +181,19 @@ def test_two_devices_give_the_one_device_result(tiny, tmp_path):
   would differ at order one from the first step.
   """
   overrides = {**tiny, "log_every_steps": 1, "checkpoint_every_steps": 1, "keep_checkpoints": 20}
-  two = _run("train", tmp_path / "two", overrides, devices=2)
+  two = run_command("train", tmp_path / "two", overrides, devices=2)
   assert two.returncode == 0, two.stderr
   assert "over 2 device(s)" in two.stdout
-  train_and_evaluate(_tiny_config(overrides), str(tmp_path / "one"))
+  train_and_evaluate(tiny_config(overrides), str(tmp_path / "one"))
   first_one, first_two = (read_metrics(tmp_path / run)[0] for run in ("one", "two"))
   assert first_one["step"] == first_two["step"] == 1
   for metric in ("loss", "aux_loss", "top1"):
     assert first_two[metric] == pytest.approx(first_one[metric], rel=1e-5), metric
   one, two = _state(tmp_path / "one", step=1), _state(tmp_path / "two", step=1)
   for name in one["batch_stats"]:
-    np.testing.assert_allclose(two["batch_stats"][name], one["batch_stats"][name],
-                               rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+      two["batch_stats"][name], one["batch_stats"][name], rtol=1e-5, atol=1e-6, err_msg=name
+    )
   # SGD's momentum buffer after one step is the gradient, averaged over the devices.
   gradients = [name for name in one["opt_state"] if "trace" in name]
   assert gradients
@@ -248,26 +201,33 @@ def test_two_devices_give_the_one_device_result(tiny, tmp_path):
   assert difference < 0.01 * _norm(one["opt_state"][name] for name in gradients)
 
 
-def test_a_checkpoint_of_another_model_is_refused_and_left_untouched(reference, tiny, tmp_path):
+def test_a_checkpoint_of_another_model_is_refused_and_left_untouched(tiny_run, tiny, tmp_path):
   workdir = tmp_path / "run"
-  subprocess.run(["cp", "-r", str(reference), str(workdir)], check=True)
-  before = _digest(workdir)
-  result = _run("train", workdir, {**tiny, "model.width_multiplier": 0.5})
+  subprocess.run(["cp", "-r", str(tiny_run), str(workdir)], check=True)
+  before = digest(workdir)
+  result = run_command("train", workdir, {**tiny, "model.width_multiplier": 0.5})
   assert result.returncode == 2
   assert "holds a checkpoint (step 12) of a different model" in result.stderr
-  assert "params/aux_4a/conv/conv/kernel: (1, 1, 128, 32) in the checkpoint, (1, 1, 256, 64)" in result.stderr and "Nothing was changed" in result.stderr
-  assert _digest(workdir) == before
+  assert (
+    "params/aux_4a/conv/conv/kernel: (1, 1, 128, 32) in the checkpoint, (1, 1, 256, 64)"
+    in result.stderr
+    and "Nothing was changed" in result.stderr
+  )
+  assert digest(workdir) == before
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     ({"model.widht_multiplier": 0.5}, "did you mean 'model.width_multiplier'"),
     ({"batch_size": "big"}, "config.batch_size expects an integer, got 'big'"),
     ({"data.name": "cifar100000"}, "is not a TFDS dataset"),
     ({"schedule": "cosin"}, "did you mean 'cosine'"),
-])
+  ],
+)
 def test_bad_config_is_one_clear_message(overrides, message, tiny, tmp_path, capsys):
   overrides = {**tiny, "data.dir": str(tmp_path / "tfds"), **overrides}
-  code = main(_command("train", tmp_path / "run", overrides)[3:])
+  code = main(command_line("train", tmp_path / "run", overrides)[3:])
   error = capsys.readouterr().err
   assert code == 2 and message in error, error
   assert error.count("error:") == 1
@@ -276,14 +236,18 @@ def test_bad_config_is_one_clear_message(overrides, message, tiny, tmp_path, cap
 
 def test_imagenet_message_says_what_to_download_and_where(tmp_path, capsys):
   overrides = {"data.name": "imagenet2012", "data.dir": str(tmp_path), "model.num_classes": 1000}
-  assert main(_command("train", tmp_path / "run", overrides)[3:]) == 2
+  assert main(command_line("train", tmp_path / "run", overrides)[3:]) == 2
   error = capsys.readouterr().err
-  assert "needs files you download yourself" in error and "ILSVRC2012_img_train.tar" in error and str(tmp_path / "downloads" / "manual") in error
+  assert (
+    "needs files you download yourself" in error
+    and "ILSVRC2012_img_train.tar" in error
+    and str(tmp_path / "downloads" / "manual") in error
+  )
   assert "--config.data.manual_dir" in error
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_refused(tiny, tmp_path):
-  result = _run("train", tmp_path / "run", {**tiny, "batch_size": 127}, devices=2)
+  result = run_command("train", tmp_path / "run", {**tiny, "batch_size": 127}, devices=2)
   assert result.returncode == 2, result.stderr
   assert "batch_size=127 does not divide over the 2 devices" in result.stderr
   assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
@@ -294,13 +258,26 @@ def test_two_processes_train_as_one_job(tiny, tmp_path):
   with socket.socket() as probe:
     probe.bind(("localhost", 0))
     port = probe.getsockname()[1]
-  overrides = {**tiny, "num_train_steps": 4, "checkpoint_every_steps": 2, "log_every_steps": 2,
-               "warmup_epochs": 0.0, "distributed.coordinator_address": f"localhost:{port}",
-               "distributed.num_processes": 2}
-  env = dict(_env(), JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
-  processes = [subprocess.Popen(
-      _command("train", tmp_path, {**overrides, "distributed.process_id": index}), env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
+  overrides = {
+    **tiny,
+    "num_train_steps": 4,
+    "checkpoint_every_steps": 2,
+    "log_every_steps": 2,
+    "warmup_epochs": 0.0,
+    "distributed.coordinator_address": f"localhost:{port}",
+    "distributed.num_processes": 2,
+  }
+  env = dict(subprocess_env(), JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+  processes = [
+    subprocess.Popen(
+      command_line("train", tmp_path, {**overrides, "distributed.process_id": index}),
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for index in range(2)
+  ]
   outputs = [process.communicate(timeout=600) for process in processes]
   assert [process.returncode for process in processes] == [0, 0], outputs
   assert "over 2 device(s)" in outputs[0][0] and "step 4/4" in outputs[0][0]

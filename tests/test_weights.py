@@ -60,16 +60,25 @@ def imagenet_normalised(pixels):
 
 
 def import_weights(source, weights, workdir, *extra):
-  return main(["import-weights", "--from", source, "--weights", str(weights),
-               "--workdir", str(workdir), *extra])
+  return main(
+    [
+      "import-weights",
+      "--from",
+      source,
+      "--weights",
+      str(weights),
+      "--workdir",
+      str(workdir),
+      *extra,
+    ]
+  )
 
 
 def restored(workdir):
   """The imported network (from its config.json) and its variables (from its checkpoint)."""
   config = load_workdir_config(workdir)
-  checkpoints = Checkpoints(workdir, read_only=True)
-  variables, _ = checkpoints.restore_variables(devices.checkpoint_sharding())
-  checkpoints.close()
+  with Checkpoints(workdir, read_only=True) as checkpoints:
+    variables, _ = checkpoints.restore_variables(devices.checkpoint_sharding())
   return config, variables
 
 
@@ -88,8 +97,12 @@ def pixels(size, count=2, seed=0):
   training-mode BatchNorm's (x - mean) / std would then cancel away float32's digits.)"""
   rng = np.random.default_rng(seed)
   height, width = size
-  fields = [Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(
-      (width, height), Image.Resampling.BICUBIC) for _ in range(count)]
+  fields = [
+    Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(
+      (width, height), Image.Resampling.BICUBIC
+    )
+    for _ in range(count)
+  ]
   noise = rng.normal(0, 8, (count, *size, 3))
   noisy = np.stack([np.asarray(field, np.float64) for field in fields]) + noise
   return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
@@ -118,8 +131,10 @@ def torchvision(load, tmp_path_factory):
 def test_torchvision_state_dict_keys_and_shapes_are_torchvision_s(torchvision):
   state = torchvision[0].state_dict()
   assert len(state) == 364  # 59 conv units x 6, the aux heads' 2 x 2 linear layers, fc
-  assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_b" not in k) \
-      == 13_004_888
+  assert (
+    sum(v.numel() for k, v in state.items() if "running" not in k and "num_b" not in k)
+    == 13_004_888
+  )
   assert tuple(state["inception3a.branch3.1.conv.weight"].shape) == (32, 16, 3, 3)  # the "5x5"
   assert tuple(state["aux1.conv.conv.weight"].shape) == (128, 512, 1, 1)
   assert tuple(state["aux2.fc1.weight"].shape) == (1024, 2048)
@@ -156,13 +171,16 @@ def test_torchvision_train_mode_aux_logits_match_pytorch(torchvision):
   model = with_dropout_off(config)
   images = pixels((224, 224), count=4)
   (logits, aux), _ = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-      variables, images)
+    variables, images
+  )
   train_mirror = MirrorGoogLeNet(model, transform_input=True).double()
   train_mirror.load_state_dict(mirror.state_dict())
   with torch.no_grad():
     theirs = train_mirror.train()(imagenet_normalised(images))
   assert len(aux) == 2
-  for ours, reference in zip((logits, *aux), theirs):  # main, then the heads on 4a and 4d
+  for ours, reference in zip(
+    (logits, *aux), theirs, strict=True
+  ):  # main, then the heads on 4a and 4d
     assert_close(ours, reference.numpy())
 
 
@@ -190,7 +208,7 @@ def test_safetensors_and_legacy_pth_import_the_same_weights(torchvision, tmp_pat
   for name in ("googlenet.safetensors", "legacy.pth"):
     assert import_weights("torchvision", tmp_path / name, tmp_path / name.split(".")[0]) == 0
     got = jax.tree.leaves(restored(tmp_path / name.split(".")[0])[1])
-    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_predict_agrees_with_pytorch_top5(torchvision, tmp_path, capsys):
@@ -209,7 +227,7 @@ def test_predict_agrees_with_pytorch_top5(torchvision, tmp_path, capsys):
   seen = np.stack([eval_image_file(p, 224, config.data.eval_crop_fraction) for p in paths])
   with torch.no_grad():
     probabilities = torch.softmax(mirror(imagenet_normalised(seen)), -1)
-  for result, path, row in zip(results, paths, probabilities):
+  for result, path, row in zip(results, paths, probabilities, strict=True):
     assert result["image"] == path
     top = torch.topk(row, 5)
     assert [entry["class"] for entry in result["top"]] == top.indices.tolist()
@@ -270,11 +288,12 @@ def test_bvlc_train_mode_aux_logits_match_the_caffe_reference(bvlc):
   config, variables = restored(workdir)
   model = with_dropout_off(config)
   images = pixels((224, 224), seed=2)
-  logits, aux = jax.jit(lambda v, x: model.apply(v, x, train=True, rngs={
-      "dropout": jax.random.key(0)}))(variables, images)
+  logits, aux = jax.jit(
+    lambda v, x: model.apply(v, x, train=True, rngs={"dropout": jax.random.key(0)})
+  )(variables, images)
   with torch.no_grad():
     theirs = reference.double()(caffe_input(images).double(), aux=True)
-  for ours, want in zip((logits, *aux), theirs):
+  for ours, want in zip((logits, *aux), theirs, strict=True):
     assert_close(ours, want.numpy())
 
 
@@ -282,7 +301,7 @@ def test_v2_caffemodel_imports_the_same_weights(bvlc, tmp_path):
   write_caffemodel(tmp_path / "v2.caffemodel", random_bvlc_blobs(0), "v2")
   assert import_weights("bvlc", tmp_path / "v2.caffemodel", tmp_path / "run") == 0
   got, expected = (jax.tree.leaves(restored(w)[1]) for w in (tmp_path / "run", bvlc[1]))
-  assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+  assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 # ------------------------------------------------------------- bad input
@@ -306,9 +325,16 @@ def _refused(capsys, source, weights, workdir, *phrases):
 def test_another_network_s_state_dict_is_refused(tmp_path, capsys):
   net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
   torch.save(net.state_dict(), tmp_path / "other.pth")
-  _refused(capsys, "torchvision", tmp_path / "other.pth", tmp_path / "run",
-           "does not match", "conv1.conv.weight: (64, 3, 7, 7) needed", "0.weight: (8, 3, 3, 3)",
-           "not part of this network")
+  _refused(
+    capsys,
+    "torchvision",
+    tmp_path / "other.pth",
+    tmp_path / "run",
+    "does not match",
+    "conv1.conv.weight: (64, 3, 7, 7) needed",
+    "0.weight: (8, 3, 3, 3)",
+    "not part of this network",
+  )
 
 
 def test_missing_and_misshaped_tensors_are_listed(torchvision, tmp_path, capsys):
@@ -316,18 +342,24 @@ def test_missing_and_misshaped_tensors_are_listed(torchvision, tmp_path, capsys)
   del state["inception4b.branch2.1.bn.running_var"]
   state["fc.weight"] = torch.zeros(10, 1024)
   torch.save(state, tmp_path / "broken.pth")
-  _refused(capsys, "torchvision", tmp_path / "broken.pth", tmp_path / "run",
-           "1 of the network's", "inception4b.branch2.1.bn.running_var: (224,) needed",
-           "fc.weight: (10, 1024) in the file, (1000, 1024) needed for classifier/kernel")
+  _refused(
+    capsys,
+    "torchvision",
+    tmp_path / "broken.pth",
+    tmp_path / "run",
+    "1 of the network's",
+    "inception4b.branch2.1.bn.running_var: (224,) needed",
+    "fc.weight: (10, 1024) in the file, (1000, 1024) needed for classifier/kernel",
+  )
 
 
 def test_truncated_files_are_refused(torchvision, tmp_path, capsys):
   data = torchvision[1].read_bytes()
-  (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
+  (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
   _refused(capsys, "torchvision", tmp_path / "cut.pth", tmp_path / "run", "truncated")
   write_caffemodel(tmp_path / "full.caffemodel", random_bvlc_blobs(1, aux=False), "v1")
   data = (tmp_path / "full.caffemodel").read_bytes()
-  (tmp_path / "cut.caffemodel").write_bytes(data[:len(data) // 2])
+  (tmp_path / "cut.caffemodel").write_bytes(data[: len(data) // 2])
   _refused(capsys, "bvlc", tmp_path / "cut.caffemodel", tmp_path / "run2", "truncated")
 
 

@@ -5,13 +5,29 @@ import ml_collections
 from inception_jax.config import load_config
 
 TINY_CONFIG = __file__.rsplit("/", 1)[0] + "/tiny_config.py"
-METRICS = ("params", "macs", "final_top1", "final_top5", "best_top1", "images_per_second",
-           "wall_time", "step_memory", "peak_memory")
+METRICS = (
+  "params",
+  "macs",
+  "final_top1",
+  "final_top5",
+  "best_top1",
+  "images_per_second",
+  "wall_time",
+  "step_memory",
+  "peak_memory",
+)
 
 
 def get_config() -> ml_collections.ConfigDict:
-  return load_config(TINY_CONFIG, {"num_train_steps": "12", "log_every_steps": "4",
-                                   "checkpoint_every_steps": "4", "eval_every_steps": "8"})
+  return load_config(
+    TINY_CONFIG,
+    {
+      "num_train_steps": "12",
+      "log_every_steps": "4",
+      "checkpoint_every_steps": "4",
+      "eval_every_steps": "8",
+    },
+  )
 
 
 def get_hyper(hyper):

@@ -1,1 +1,2 @@
-"""`inception-jax bench`: our train and eval steps against PyTorch's GoogLeNet, and the input pipeline."""
+"""`inception-jax bench`: our train and eval steps against PyTorch's GoogLeNet, and the input
+pipeline."""

@@ -15,6 +15,7 @@ from inception_jax.models import model_config
 @dataclasses.dataclass(frozen=True)
 class Network:
   """A model preset at one resolution; `torchvision` marks torchvision's googlenet itself."""
+
   model: Callable[[], ml_collections.ConfigDict]
   image_size: int
   torchvision: bool = False
@@ -25,14 +26,15 @@ def _tiny() -> ml_collections.ConfigDict:
   model = model_config("small")
   model.update(width_multiplier=0.125, aux_from=("inception_4a",))
   model.widths = ml_collections.ConfigDict(
-      {name: model.widths[name] for name in ("inception_3a", "inception_4a", "inception_5a")})
+    {name: model.widths[name] for name in ("inception_3a", "inception_4a", "inception_5a")}
+  )
   return model
 
 
 NETWORKS: dict[str, Network] = {
-    "torchvision224": Network(lambda: model_config("torchvision"), 224, torchvision=True),
-    "small32": Network(lambda: model_config("small"), 32),
-    "tiny16": Network(_tiny, 16),
+  "torchvision224": Network(lambda: model_config("torchvision"), 224, torchvision=True),
+  "small32": Network(lambda: model_config("small"), 32),
+  "tiny16": Network(_tiny, 16),
 }
 
 
@@ -42,10 +44,11 @@ MODES = ("train", "eval")
 @dataclasses.dataclass(frozen=True)
 class Case:
   """One measurement: a network, a compute dtype, a global batch and train or eval."""
+
   network: str
-  dtype: str     # float32 | bfloat16
+  dtype: str  # float32 | bfloat16
   batch: int
-  mode: str      # train (forward, backward, update; aux heads on) | eval (forward)
+  mode: str  # train (forward, backward, update; aux heads on) | eval (forward)
 
   def model_config(self) -> ml_collections.ConfigDict:
     config = NETWORKS[self.network].model()

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 class BenchOptions:
   networks: Sequence[str] = ("torchvision224", "small32")
   dtypes: Sequence[str] = ("float32", "bfloat16")
-  batch_sizes: Sequence[int] | None = None   # None: DEFAULT_BATCHES for the platform
+  batch_sizes: Sequence[int] | None = None  # None: DEFAULT_BATCHES for the platform
   modes: Sequence[str] = ("train", "eval")
   steps: int = 10
   warmup: int = 2
-  torch: str = "auto"                        # auto (if installed) | none | required
+  torch: str = "auto"  # auto (if installed) | none | required
   torch_variants: Sequence[str] = ("eager", "compile")
-  pipeline_threads: Sequence[int] = (1, 0)   # 0: every CPU core; () skips the pipeline
+  pipeline_threads: Sequence[int] = (1, 0)  # 0: every CPU core; () skips the pipeline
   pipeline_seconds: float = 10.0

@@ -18,8 +18,10 @@ from inception_jax.training.steps import create_train_state, make_eval_step, mak
 def _batch(case: Case, rng: np.random.Generator, num_classes: int) -> dict[str, jax.Array]:
   """A device-resident batch of random uint8 images, as the input pipeline delivers them."""
   size = case.image_size
-  batch = {"image": rng.integers(0, 256, (case.batch, size, size, 3), dtype=np.uint8),
-           "label": rng.integers(0, num_classes, (case.batch,), dtype=np.int32)}
+  batch = {
+    "image": rng.integers(0, 256, (case.batch, size, size, 3), dtype=np.uint8),
+    "label": rng.integers(0, num_classes, (case.batch,), dtype=np.int32),
+  }
   if case.mode == "eval":
     batch["mask"] = np.ones((case.batch,), np.bool_)
   return devices.put_batch(batch)
@@ -54,5 +56,9 @@ def time_ours(case: Case, steps: int, warmup: int) -> dict[str, Any]:
       state, _ = out
     jax.block_until_ready(out)
 
-  return {**time_steps(step, case.batch, steps, warmup), "compile_seconds": compile_seconds,
-          "memory_bytes": memory, "devices": jax.local_device_count()}
+  return {
+    **time_steps(step, case.batch, steps, warmup),
+    "compile_seconds": compile_seconds,
+    "memory_bytes": memory,
+    "devices": jax.local_device_count(),
+  }

@@ -22,24 +22,37 @@ def _jpegs(count: int, rng: np.random.Generator) -> list[bytes]:
     height, width = int(rng.integers(300, 500)), int(rng.integers(375, 640))
     coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
     image = tf.image.resize(coarse[None], (height, width), method="bicubic")[0]
-    image = tf.cast(tf.clip_by_value(image + rng.normal(0, 8, (height, width, 3)), 0, 255), tf.uint8)
+    image = tf.cast(
+      tf.clip_by_value(image + rng.normal(0, 8, (height, width, 3)), 0, 255), tf.uint8
+    )
     images.append(tf.io.encode_jpeg(image, quality=90).numpy())
   return images
 
 
-def time_pipeline(threads: int, image_size: int = 224, batch: int = 128, images: int = 256,
-                  seconds: float = 10.0) -> dict[str, float]:
+def time_pipeline(
+  threads: int, image_size: int = 224, batch: int = 128, images: int = 256, seconds: float = 10.0
+) -> dict[str, float]:
   """Training-pipeline images/s with `threads` CPU threads for tf.data, over ~`seconds`."""
-  augment = base_config().augment  # the paper's augmentation: crop, flip, photometric, interpolation
+  augment = (
+    base_config().augment
+  )  # the paper's augmentation: crop, flip, photometric, interpolation
   encoded = _jpegs(images, np.random.default_rng(0))
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
   options.threading.max_intra_op_parallelism = 1
-  dataset = (tf.data.Dataset.from_tensor_slices(encoded).repeat().enumerate()
-             .map(lambda index, jpeg: train_image(jpeg, tf.stack([index, 0]), image_size,
-                                                  augment, jpeg=True),
-                  num_parallel_calls=threads, deterministic=True)
-             .batch(batch, drop_remainder=True).prefetch(2).with_options(options))
+  dataset = (
+    tf.data.Dataset.from_tensor_slices(encoded)
+    .repeat()
+    .enumerate()
+    .map(
+      lambda index, jpeg: train_image(jpeg, tf.stack([index, 0]), image_size, augment, jpeg=True),
+      num_parallel_calls=threads,
+      deterministic=True,
+    )
+    .batch(batch, drop_remainder=True)
+    .prefetch(2)
+    .with_options(options)
+  )
   iterator = iter(dataset)
   next(iterator)  # builds the pipeline and fills the prefetch buffer
   count, start = 0, time.perf_counter()
@@ -47,5 +60,8 @@ def time_pipeline(threads: int, image_size: int = 224, batch: int = 128, images:
     next(iterator)
     count += batch
   elapsed = time.perf_counter() - start
-  return {"threads": threads, "images_per_second": count / elapsed,
-          "images_per_second_per_thread": count / elapsed / threads}
+  return {
+    "threads": threads,
+    "images_per_second": count / elapsed,
+    "images_per_second_per_thread": count / elapsed / threads,
+  }

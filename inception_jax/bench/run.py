@@ -31,9 +31,9 @@ from inception_jax.training import devices
 # Dense peak FLOP/s of known accelerators (vendor datasheets); float32 means XLA's default
 # TF32 tensor-core math on these GPUs. Other devices use a matmul measured in the same run.
 NOMINAL_PEAKS = {
-    "H100": {"bfloat16": 989.4e12, "float32": 494.7e12},
-    "H200": {"bfloat16": 989.4e12, "float32": 494.7e12},
-    "A100": {"bfloat16": 312e12, "float32": 156e12},
+  "H100": {"bfloat16": 989.4e12, "float32": 494.7e12},
+  "H200": {"bfloat16": 989.4e12, "float32": 494.7e12},
+  "A100": {"bfloat16": 312e12, "float32": 156e12},
 }
 DEFAULT_BATCHES = {"cpu": (8, 32), "gpu": (64, 128, 256), "tpu": (64, 128, 256)}
 
@@ -60,8 +60,12 @@ def _peak_flops(dtype: str) -> tuple[float, str]:
 def _flops_per_image(case: Case) -> float:
   """2 x multiply-adds of the forward pass (aux heads in train), x3 for forward + backward."""
   model = build_model(case.model_config())
-  macs = sum(layer.macs for layer in layer_costs(
-      model, (case.image_size, case.image_size, 3), train=case.mode == "train"))
+  macs = sum(
+    layer.macs
+    for layer in layer_costs(
+      model, (case.image_size, case.image_size, 3), train=case.mode == "train"
+    )
+  )
   return 2 * macs * (3 if case.mode == "train" else 1)
 
 
@@ -69,13 +73,16 @@ def _torch_available(option: str) -> bool:
   choose({"auto": 0, "none": 0, "required": 0}, option, "--torch")
   installed = importlib.util.find_spec("torch") is not None
   if option == "required" and not installed:
-    raise ConfigError("--torch required, but PyTorch is not installed: "
-                      "pip install -e '.[torch]' (or --torch none for ours alone).")
+    raise ConfigError(
+      "--torch required, but PyTorch is not installed: "
+      "pip install -e '.[torch]' (or --torch none for ours alone)."
+    )
   return installed and option != "none"
 
 
-def run_bench(options: BenchOptions, out: str, command: str,
-              console: TextIO | None = None) -> dict[str, Any]:
+def run_bench(
+  options: BenchOptions, out: str, command: str, console: TextIO | None = None
+) -> dict[str, Any]:
   """Runs every case, writes bench.json and bench.md into `out`; returns the results."""
   console = console or sys.stdout
   for name in options.networks:
@@ -87,31 +94,52 @@ def run_bench(options: BenchOptions, out: str, command: str,
   with_torch = _torch_available(options.torch)
   if with_torch:
     from inception_jax.bench import theirs  # pylint: disable=import-outside-toplevel
+
     for variant in options.torch_variants:
       choose(dict.fromkeys(theirs.VARIANTS), variant, "--torch-variants entry")
   out_dir = pathlib.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   batches = options.batch_sizes or DEFAULT_BATCHES.get(jax.devices()[0].platform, (32,))
-  results: dict[str, Any] = {"command": command, "machine": devices.describe(), "rows": [],
-                             "pipeline": [], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  results: dict[str, Any] = {
+    "command": command,
+    "machine": devices.describe(),
+    "rows": [],
+    "pipeline": [],
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
   if with_torch:
     import torch  # pylint: disable=import-outside-toplevel
+
     results["machine"]["torch"] = torch.__version__
     results["machine"]["torch_device"] = str(theirs.device())
   peaks = {dtype: _peak_flops(dtype) for dtype in options.dtypes}
   results["peaks"] = {dtype: {"flops": p, "source": s} for dtype, (p, s) in peaks.items()}
 
   for network, dtype, batch, mode in itertools.product(
-      options.networks, options.dtypes, batches, options.modes):
+    options.networks, options.dtypes, batches, options.modes
+  ):
     case = Case(network, dtype, batch, mode)
     flops = _flops_per_image(case)
-    runs = [("ours", "jax", lambda: time_ours(case, options.steps, options.warmup))]
+    runs = [("ours", "jax", lambda case=case: time_ours(case, options.steps, options.warmup))]
     if with_torch:
-      runs += [("pytorch", variant, lambda variant=variant: theirs.time_theirs(
-          case, variant, options.steps, options.warmup)) for variant in options.torch_variants]
+      runs += [
+        (
+          "pytorch",
+          variant,
+          lambda case=case, variant=variant: theirs.time_theirs(
+            case, variant, options.steps, options.warmup
+          ),
+        )
+        for variant in options.torch_variants
+      ]
     for framework, variant, measure in runs:
-      row = {**dataclasses.asdict(case), "image_size": case.image_size, "framework": framework,
-             "variant": variant, "flops_per_image": flops}
+      row = {
+        **dataclasses.asdict(case),
+        "image_size": case.image_size,
+        "framework": framework,
+        "variant": variant,
+        "flops_per_image": flops,
+      }
       try:
         row.update(measure())
         row["peak_share"] = row["images_per_second"] * flops / peaks[dtype][0]
@@ -129,9 +157,11 @@ def run_bench(options: BenchOptions, out: str, command: str,
   for threads in options.pipeline_threads:
     measured = time_pipeline(threads or os.cpu_count() or 1, seconds=options.pipeline_seconds)
     results["pipeline"].append(measured)
-    console.write(f"input pipeline, {measured['threads']} thread(s): "
-                  f"{measured['images_per_second']:,.0f} img/s "
-                  f"({measured['images_per_second_per_thread']:,.0f} per thread)\n")
+    console.write(
+      f"input pipeline, {measured['threads']} thread(s): "
+      f"{measured['images_per_second']:,.0f} img/s "
+      f"({measured['images_per_second_per_thread']:,.0f} per thread)\n"
+    )
 
   (out_dir / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
   (out_dir / "bench.md").write_text(markdown(results))
@@ -140,12 +170,20 @@ def run_bench(options: BenchOptions, out: str, command: str,
 
 
 def _progress(row: dict[str, Any]) -> str:
-  name = f"{row['network']} {row['dtype']} batch {row['batch']} {row['mode']} " \
-         f"{row['framework']}/{row['variant']}"
+  name = (
+    f"{row['network']} {row['dtype']} batch {row['batch']} {row['mode']} "
+    f"{row['framework']}/{row['variant']}"
+  )
   if "error" in row:
     return f"{name}: failed: {row['error']}"
-  return (f"{name}: {row['images_per_second']:,.1f} img/s, {1e3 * row['seconds_per_step']:.1f} "
-          f"ms/step, compile {row['compile_seconds']:.1f}s")
+  return (
+    f"{name}: {row['images_per_second']:,.1f} img/s, {1e3 * row['seconds_per_step']:.1f} "
+    f"ms/step, compile {row['compile_seconds']:.1f}s"
+  )
+
+
+def _case_key(row: dict[str, Any]) -> tuple:
+  return row["network"], row["dtype"], row["batch"], row["mode"]
 
 
 def _mib(value: float | None) -> str:
@@ -157,52 +195,99 @@ def markdown(results: dict[str, Any]) -> str:
   m = results["machine"]
   rows = results["rows"]
   variants = list(dict.fromkeys(r["variant"] for r in rows if r["framework"] == "pytorch"))
-  lines = ["# inception-jax bench", "", "Produced by:", "", "```bash", results["command"], "```",
-           "", f"Machine: {devices.describe_line(m)}"
-           + (f", torch {m['torch']} on {m['torch_device']}" if "torch" in m else
-              "; PyTorch not installed, so ours alone") + "."
-           + (f" XLA_FLAGS={results['xla_flags']}." if results["xla_flags"] else ""), ""]
+  lines = [
+    "# inception-jax bench",
+    "",
+    "Produced by:",
+    "",
+    "```bash",
+    results["command"],
+    "```",
+    "",
+    f"Machine: {devices.describe_line(m)}"
+    + (
+      f", torch {m['torch']} on {m['torch_device']}"
+      if "torch" in m
+      else "; PyTorch not installed, so ours alone"
+    )
+    + "."
+    + (f" XLA_FLAGS={results['xla_flags']}." if results["xla_flags"] else ""),
+    "",
+  ]
   peers = {(r["network"], r["peer"], r["parameters"]) for r in rows if "peer" in r}
-  lines += [f"PyTorch on {network}: {peer} ({parameters:,} parameters)."
-            for network, peer, parameters in sorted(peers)]
+  lines += [
+    f"PyTorch on {network}: {peer} ({parameters:,} parameters)."
+    for network, peer, parameters in sorted(peers)
+  ]
   lines += [""] if peers else []
-  peak_text = ", ".join(f"{d}: {p['flops'] / 1e12:,.2f} TFLOP/s ({p['source']})"
-                        for d, p in results["peaks"].items())
-  lines += [f"Images/s are the global batch over the median of timed steps (after warm-up, on "
-            f"device-resident data, each step waited for). Train = forward, backward and SGD "
-            f"update with the aux heads; eval = forward. % peak = FLOPs (2 x multiply-adds, x3 "
-            f"for training) per second over the device's peak ({peak_text}). Memory: ours is "
-            f"XLA's count for the compiled step (arguments + outputs + temporaries); PyTorch's is "
-            f"the CUDA allocator's peak.", ""]
-  header = ["network", "dtype", "batch", "mode", "ours img/s", "ours % peak", "compile s",
-            "memory MiB"]
+  peak_text = ", ".join(
+    f"{d}: {p['flops'] / 1e12:,.2f} TFLOP/s ({p['source']})" for d, p in results["peaks"].items()
+  )
+  lines += [
+    f"Images/s are the global batch over the median of timed steps (after warm-up, on "
+    f"device-resident data, each step waited for). Train = forward, backward and SGD "
+    f"update with the aux heads; eval = forward. % peak = FLOPs (2 x multiply-adds, x3 "
+    f"for training) per second over the device's peak ({peak_text}). Memory: ours is "
+    f"XLA's count for the compiled step (arguments + outputs + temporaries); PyTorch's is "
+    f"the CUDA allocator's peak.",
+    "",
+  ]
+  header = [
+    "network",
+    "dtype",
+    "batch",
+    "mode",
+    "ours img/s",
+    "ours % peak",
+    "compile s",
+    "memory MiB",
+  ]
   for variant in variants:
     header += [f"PyTorch {variant} img/s", f"ours / {variant}"]
   lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
-  key = lambda r: (r["network"], r["dtype"], r["batch"], r["mode"])
-  for case_key, group in itertools.groupby(rows, key):
+  for case_key, group in itertools.groupby(rows, _case_key):
     group = list(group)
     ours = next(r for r in group if r["framework"] == "ours")
-    cells = [*map(str, case_key), f"{ours['images_per_second']:,.1f}",
-             f"{100 * ours['peak_share']:.1f}%", f"{ours['compile_seconds']:.1f}",
-             _mib(ours["memory_bytes"])]
+    cells = [
+      *map(str, case_key),
+      f"{ours['images_per_second']:,.1f}",
+      f"{100 * ours['peak_share']:.1f}%",
+      f"{ours['compile_seconds']:.1f}",
+      _mib(ours["memory_bytes"]),
+    ]
     for variant in variants:
       theirs = next((r for r in group if r["variant"] == variant), None)
       if theirs is None or "error" in theirs:
         cells += ["failed" if theirs else "", ""]
       else:
-        cells += [f"{theirs['images_per_second']:,.1f}",
-                  f"{ours['images_per_second'] / theirs['images_per_second']:.2f}x"]
+        cells += [
+          f"{theirs['images_per_second']:,.1f}",
+          f"{ours['images_per_second'] / theirs['images_per_second']:.2f}x",
+        ]
     lines.append("| " + " | ".join(cells) + " |")
   failures = [r for r in rows if "error" in r]
   if failures:
-    lines += ["", "Failed: " + "; ".join(f"{r['variant']} on {r['network']} {r['dtype']} "
-                                         f"batch {r['batch']} {r['mode']}: {r['error']}"
-                                         for r in failures)]
+    lines += [
+      "",
+      "Failed: "
+      + "; ".join(
+        f"{r['variant']} on {r['network']} {r['dtype']} "
+        f"batch {r['batch']} {r['mode']}: {r['error']}"
+        for r in failures
+      ),
+    ]
   if results["pipeline"]:
-    lines += ["", "Input pipeline (JPEG decode fused with the Inception crop, flip, photometric "
-              "distortion, random interpolation to 224x224; batches of 128):", "",
-              "| tf.data threads | img/s | img/s per thread |", "|---:|---:|---:|"]
-    lines += [f"| {p['threads']} | {p['images_per_second']:,.0f} | "
-              f"{p['images_per_second_per_thread']:,.0f} |" for p in results["pipeline"]]
+    lines += [
+      "",
+      "Input pipeline (JPEG decode fused with the Inception crop, flip, photometric "
+      "distortion, random interpolation to 224x224; batches of 128):",
+      "",
+      "| tf.data threads | img/s | img/s per thread |",
+      "|---:|---:|---:|",
+    ]
+    lines += [
+      f"| {p['threads']} | {p['images_per_second']:,.0f} | "
+      f"{p['images_per_second_per_thread']:,.0f} |"
+      for p in results["pipeline"]
+    ]
   return "\n".join(lines) + "\n"

@@ -41,8 +41,11 @@ def time_theirs(case: Case, variant: str, steps: int, warmup: int) -> dict[str, 
   images = torch.randn(case.batch, 3, size, size, device=dev).to(memory_format=torch.channels_last)
   labels = torch.randint(0, model_config.num_classes, (case.batch,), device=dev)
   optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-  autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if case.dtype == "bfloat16"
-              else contextlib.nullcontext())
+  autocast = (
+    torch.autocast(dev.type, dtype=torch.bfloat16)
+    if case.dtype == "bfloat16"
+    else contextlib.nullcontext()
+  )
   forward = torch.compile(net) if variant == "compile" else net
 
   def train_step():
@@ -70,6 +73,10 @@ def time_theirs(case: Case, variant: str, steps: int, warmup: int) -> dict[str, 
     _sync(dev)
 
   timing = time_steps(timed_step, case.batch, steps, warmup)
-  return {**timing, "compile_seconds": max(0.0, first_seconds - timing["seconds_per_step"]),
-          "memory_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
-          "peer": what, "parameters": parameter_count(net)}
+  return {
+    **timing,
+    "compile_seconds": max(0.0, first_seconds - timing["seconds_per_step"]),
+    "memory_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
+    "peer": what,
+    "parameters": parameter_count(net),
+  }

@@ -64,8 +64,15 @@ class Inception(nn.Module):
 class InceptionAux(nn.Module):
   """pool to 4x4 -> `conv` -> flatten (channel-major) -> `fc1` + ReLU -> dropout -> `fc2`."""
 
-  def __init__(self, channels_in: int, conv_features: int, hidden: int, num_classes: int,
-               dropout: float, eps: float):
+  def __init__(
+    self,
+    channels_in: int,
+    conv_features: int,
+    hidden: int,
+    num_classes: int,
+    dropout: float,
+    eps: float,
+  ):
     super().__init__()
     self.conv = BasicConv2d(channels_in, conv_features, 1, 1, eps)
     self.fc1, self.fc2 = nn.Linear(16 * conv_features, hidden), nn.Linear(hidden, num_classes)
@@ -86,8 +93,10 @@ class MirrorGoogLeNet(nn.Module):
   def __init__(self, model: GoogLeNet, transform_input: bool = False):
     super().__init__()
     if model.lrn or not model.batchnorm or model.aux_pool != "adaptive":
-      raise ValueError("the PyTorch mirror covers BatchNorm networks with adaptive aux pooling "
-                       "(the torchvision preset and its variants).")
+      raise ValueError(
+        "the PyTorch mirror covers BatchNorm networks with adaptive aux pooling "
+        "(the torchvision preset and its variants)."
+      )
     eps = model.bn_epsilon
     self.transform_input = transform_input
     c1, c2_reduce, c2 = model.stem_widths
@@ -112,8 +121,11 @@ class MirrorGoogLeNet(nn.Module):
       if name in model.aux_from:
         aux = f"aux{len(self.aux_after) + 1}"
         self.aux_after[self.order[-1]] = aux
-        setattr(self, aux, InceptionAux(channels, *model.aux_widths, model.num_classes,
-                                        model.aux_dropout, eps))
+        setattr(
+          self,
+          aux,
+          InceptionAux(channels, *model.aux_widths, model.num_classes, model.aux_dropout, eps),
+        )
       previous = name
     self.dropout = nn.Dropout(model.dropout)
     self.fc = nn.Linear(channels, model.num_classes)
@@ -149,11 +161,15 @@ def peer(model: GoogLeNet, use_torchvision: bool) -> tuple[nn.Module, str]:
     try:
       from torchvision.models import googlenet  # pylint: disable=import-outside-toplevel
     except Exception as error:  # pylint: disable=broad-except  # CPU torch: ops fail to register
-      mirror_note = (f"our PyTorch mirror of torchvision's googlenet (torchvision did not "
-                     f"import: {type(error).__name__})")
+      mirror_note = (
+        f"our PyTorch mirror of torchvision's googlenet (torchvision did not "
+        f"import: {type(error).__name__})"
+      )
     else:
-      return (googlenet(weights=None, aux_logits=True, init_weights=False,
-                        num_classes=model.num_classes), "torchvision.models.googlenet")
+      return (
+        googlenet(weights=None, aux_logits=True, init_weights=False, num_classes=model.num_classes),
+        "torchvision.models.googlenet",
+      )
   return MirrorGoogLeNet(model), mirror_note
 
 

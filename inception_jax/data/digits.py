@@ -24,13 +24,15 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(8, 8, 1)),
-            "label": tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=("image", "label"),
-        homepage="https://archive.ics.uci.edu/dataset/80",
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(8, 8, 1)),
+          "label": tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      homepage="https://archive.ics.uci.edu/dataset/80",
     )
 
   def _split_generators(self, dl_manager):
@@ -41,8 +43,8 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
     order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
     test, train = order[:TEST_SIZE], order[TEST_SIZE:]
     return {
-        "train": self._generate_examples(images, digits.target, train),
-        "test": self._generate_examples(images, digits.target, test),
+      "train": self._generate_examples(images, digits.target, train),
+      "test": self._generate_examples(images, digits.target, test),
     }
 
   def _generate_examples(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray):

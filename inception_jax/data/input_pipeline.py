@@ -26,27 +26,30 @@ from inception_jax.errors import ConfigError, did_you_mean
 # Keeps shuffle seeds of different epochs and config seeds apart: seed * EPOCH_STRIDE + epoch.
 EPOCH_STRIDE = 1_000_003
 MANUAL_HINT = {
-    "imagenet2012": "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from "
-                    "https://image-net.org (an account is needed) into that folder",
+  "imagenet2012": "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from "
+  "https://image-net.org (an account is needed) into that folder",
 }
 
 
-def _prepare_error(name: str, builder: tfds.core.DatasetBuilder, manual_dir: str,
-                   error: Exception) -> ConfigError:
+def _prepare_error(
+  name: str, builder: tfds.core.DatasetBuilder, manual_dir: str, error: Exception
+) -> ConfigError:
   """One message for a dataset that could not be built: what is missing and how to provide it."""
   text = str(error)
   if "manual" in text.lower():
     folder = manual_dir or str(builder.data_path.parent.parent / "downloads" / "manual")
     how = MANUAL_HINT.get(name, "put the files the dataset's TFDS page lists in that folder")
     return ConfigError(
-        f"dataset {name!r} needs files you download yourself, and {folder} does not hold them: "
-        f"{how}, or point --config.data.manual_dir at the folder that does. "
-        f"(TFDS said: {text.splitlines()[0]})")
+      f"dataset {name!r} needs files you download yourself, and {folder} does not hold them: "
+      f"{how}, or point --config.data.manual_dir at the folder that does. "
+      f"(TFDS said: {text.splitlines()[0]})"
+    )
   return ConfigError(
-      f"dataset {name!r} is not prepared in {builder.data_dir!r} and could not be downloaded "
-      f"({type(error).__name__}: {text.splitlines()[0] if text else ''}). Prepare it on a "
-      f"machine with network access (tfds build {name} --data_dir=DIR) and set "
-      f"--config.data.dir=DIR.")
+    f"dataset {name!r} is not prepared in {builder.data_dir!r} and could not be downloaded "
+    f"({type(error).__name__}: {text.splitlines()[0] if text else ''}). Prepare it on a "
+    f"machine with network access (tfds build {name} --data_dir=DIR) and set "
+    f"--config.data.dir=DIR."
+  )
 
 
 def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -54,10 +57,12 @@ def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   try:
     builder = tfds.builder(data.name, data_dir=data.dir or None)
   except tfds.core.registered.DatasetNotFoundError:
+    suggestion = did_you_mean(data.name, tfds.list_builders())
     raise ConfigError(
-        f"data.name={data.name!r} is not a TFDS dataset{did_you_mean(data.name, tfds.list_builders())}; "
-        f"use any image classification dataset from https://www.tensorflow.org/datasets/catalog "
-        f"(e.g. cifar10, imagenet2012, imagenette) or the embedded sklearn_digits.") from None
+      f"data.name={data.name!r} is not a TFDS dataset{suggestion}; "
+      f"use any image classification dataset from https://www.tensorflow.org/datasets/catalog "
+      f"(e.g. cifar10, imagenet2012, imagenette) or the embedded sklearn_digits."
+    ) from None
   if not builder.is_prepared():
     config = tfds.download.DownloadConfig(manual_dir=data.manual_dir or None)
     try:
@@ -71,10 +76,16 @@ def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 def supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
   keys = builder.info.supervised_keys
   features = builder.info.features
-  if (not keys or len(keys) != 2 or not isinstance(features[keys[0]], tfds.features.Image)
-      or not isinstance(features[keys[1]], tfds.features.ClassLabel)):
-    raise ConfigError(f"dataset {builder.name!r} is not an image classification dataset "
-                      f"(its supervised keys are {keys}); choose one with (image, label) pairs.")
+  if (
+    not keys
+    or len(keys) != 2
+    or not isinstance(features[keys[0]], tfds.features.Image)
+    or not isinstance(features[keys[1]], tfds.features.ClassLabel)
+  ):
+    raise ConfigError(
+      f"dataset {builder.name!r} is not an image classification dataset "
+      f"(its supervised keys are {keys}); choose one with (image, label) pairs."
+    )
   return keys
 
 
@@ -83,21 +94,29 @@ def num_classes(builder: tfds.core.DatasetBuilder) -> int:
 
 
 def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
-  """Examples in a split (any TFDS split string, e.g. 'train[:90%]'); a bad split is a ConfigError."""
+  """Examples in a split (any TFDS split string, e.g. 'train[:90%]'); a bad split is a
+  ConfigError."""
   try:
     return builder.info.splits[split].num_examples
   except (KeyError, ValueError) as error:
-    raise ConfigError(f"dataset {builder.name!r} has no split {split!r} ({error}); its splits "
-                      f"are: {', '.join(builder.info.splits)}.") from None
+    raise ConfigError(
+      f"dataset {builder.name!r} has no split {split!r} ({error}); its splits "
+      f"are: {', '.join(builder.info.splits)}."
+    ) from None
 
 
 def _examples(builder: tfds.core.DatasetBuilder, split: str, seed: int) -> tf.data.Dataset:
   """(encoded image, label) pairs in a fixed order: the files shuffled once by `seed`."""
   image_key, label_key = supervised_keys(builder)
-  read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False,
-                                try_autocache=False)
-  dataset = builder.as_dataset(split=split, shuffle_files=True, read_config=read_config,
-                               decoders={image_key: tfds.decode.SkipDecoding()})
+  read_config = tfds.ReadConfig(
+    shuffle_seed=seed, shuffle_reshuffle_each_iteration=False, try_autocache=False
+  )
+  dataset = builder.as_dataset(
+    split=split,
+    shuffle_files=True,
+    read_config=read_config,
+    decoders={image_key: tfds.decode.SkipDecoding()},
+  )
   return dataset.map(lambda example: (example[image_key], tf.cast(example[label_key], tf.int32)))
 
 
@@ -105,28 +124,38 @@ def _is_jpeg(builder: tfds.core.DatasetBuilder) -> bool:
   return builder.info.features[supervised_keys(builder)[0]].encoding_format == "jpeg"
 
 
-def train_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict, *,
-                  local_batch: int, start_step: int, process_index: int,
-                  process_count: int) -> tf.data.Dataset:
+def train_dataset(
+  builder: tfds.core.DatasetBuilder,
+  config: ml_collections.ConfigDict,
+  *,
+  local_batch: int,
+  start_step: int,
+  process_index: int,
+  process_count: int,
+) -> tf.data.Dataset:
   """This process's endless stream of training batches from `start_step` on.
 
   Yields {"image": uint8 [local_batch, size, size, 3], "label": int32 [local_batch]}.
   """
   data = config.data
-  split = tfds.split_for_jax_process(data.train_split, process_index=process_index,
-                                     process_count=process_count, drop_remainder=True)
+  split = tfds.split_for_jax_process(
+    data.train_split, process_index=process_index, process_count=process_count, drop_remainder=True
+  )
   size = num_examples(builder, split)
   if size < local_batch:
-    raise ConfigError(f"{data.train_split!r} has {size} examples per process, fewer than one "
-                      f"batch of {local_batch}; lower --config.batch_size.")
+    raise ConfigError(
+      f"{data.train_split!r} has {size} examples per process, fewer than one "
+      f"batch of {local_batch}; lower --config.batch_size."
+    )
   examples = _examples(builder, split, config.seed)
   if data.cache:
     examples = examples.cache()
   shuffle_buffer = min(data.shuffle_buffer, size)
 
   def epoch(index: tf.Tensor) -> tf.data.Dataset:
-    return examples.shuffle(shuffle_buffer, seed=config.seed * EPOCH_STRIDE + index,
-                            reshuffle_each_iteration=False)
+    return examples.shuffle(
+      shuffle_buffer, seed=config.seed * EPOCH_STRIDE + index, reshuffle_each_iteration=False
+    )
 
   position = start_step * local_batch
   first_epoch, offset = divmod(position, size)
@@ -146,17 +175,23 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
   return stream.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict, *,
-                 local_batch: int, process_index: int,
-                 process_count: int) -> tuple[tf.data.Dataset, int]:
+def eval_dataset(
+  builder: tfds.core.DatasetBuilder,
+  config: ml_collections.ConfigDict,
+  *,
+  local_batch: int,
+  process_index: int,
+  process_count: int,
+) -> tuple[tf.data.Dataset, int]:
   """This process's share of the eval split, every example once, and the number of batches.
 
   Batches carry a "mask" (1 real, 0 padding): the last batch is padded to full size, and every
   process yields the same number of batches so the pmapped eval steps stay in lockstep.
   """
   data = config.data
-  split = tfds.split_for_jax_process(data.eval_split, process_index=process_index,
-                                     process_count=process_count)
+  split = tfds.split_for_jax_process(
+    data.eval_split, process_index=process_index, process_count=process_count
+  )
   per_process = math.ceil(num_examples(builder, data.eval_split) / process_count)
   num_batches = math.ceil(per_process / local_batch)
   jpeg = _is_jpeg(builder)
@@ -167,15 +202,21 @@ def eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.Confi
 
   def pad(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     missing = local_batch - tf.shape(batch["label"])[0]
-    return {key: tf.pad(value, [[0, missing]] + [[0, 0]] * (len(value.shape) - 1))
-            for key, value in batch.items()}
+    return {
+      key: tf.pad(value, [[0, missing]] + [[0, 0]] * (len(value.shape) - 1))
+      for key, value in batch.items()
+    }
 
   batches = _examples(builder, split, config.seed).map(
-      center, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    center, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
   batches = batches.batch(local_batch).map(pad)
   empty = tf.data.Dataset.from_tensors(
-      {key: tf.zeros([local_batch, *spec.shape[1:]], spec.dtype)
-       for key, spec in batches.element_spec.items()}).repeat()
+    {
+      key: tf.zeros([local_batch, *spec.shape[1:]], spec.dtype)
+      for key, spec in batches.element_spec.items()
+    }
+  ).repeat()
   batches = batches.concatenate(empty).take(num_batches)
   if data.cache:
     batches = batches.cache()

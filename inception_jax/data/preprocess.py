@@ -29,7 +29,8 @@ CONTRAST_RANGE = (0.5, 1.5)
 
 
 def _image_shape(encoded: tf.Tensor, jpeg: bool) -> tuple[tf.Tensor, tf.Tensor | None]:
-  """(height, width, channels) of an encoded image, and the decoded image when decoding was needed."""
+  """(height, width, channels) of an encoded image, and the decoded image when decoding was
+  needed."""
   if jpeg:
     return tf.image.extract_jpeg_shape(encoded), None
   image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
@@ -43,13 +44,20 @@ def _decode_window(encoded: tf.Tensor, image: tf.Tensor | None, window: tf.Tenso
   return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
 
 
-def _inception_crop_window(shape: tf.Tensor, seed: tf.Tensor,
-                           augment: ml_collections.ConfigDict) -> tf.Tensor:
+def _inception_crop_window(
+  shape: tf.Tensor, seed: tf.Tensor, augment: ml_collections.ConfigDict
+) -> tf.Tensor:
   """A random window covering area_range of the image with aspect ratio in aspect_ratio_range."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]), seed=seed,
-      min_object_covered=augment.area_range[0], aspect_ratio_range=augment.aspect_ratio_range,
-      area_range=augment.area_range, max_attempts=10, use_image_if_no_bounding_boxes=True)
+    shape,
+    bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
+    seed=seed,
+    min_object_covered=augment.area_range[0],
+    aspect_ratio_range=augment.aspect_ratio_range,
+    area_range=augment.area_range,
+    max_attempts=10,
+    use_image_if_no_bounding_boxes=True,
+  )
   return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
@@ -84,14 +92,20 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
-def train_image(encoded: tf.Tensor, seed: tf.Tensor, image_size: int,
-                augment: ml_collections.ConfigDict, jpeg: bool) -> tf.Tensor:
+def train_image(
+  encoded: tf.Tensor,
+  seed: tf.Tensor,
+  image_size: int,
+  augment: ml_collections.ConfigDict,
+  jpeg: bool,
+) -> tf.Tensor:
   """Decodes and augments one training image: uint8 [image_size, image_size, 3].
 
   `seed` is a per-example int64 pair; each switch in `augment` turns one distortion on or off.
   """
   crop_seed, flip_seed, resize_seed, photometric_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 4))
+    tf.random.experimental.stateless_split(seed, 4)
+  )
   shape, image = _image_shape(encoded, jpeg)
   if augment.inception_crop:
     window = _inception_crop_window(shape, crop_seed, augment)
@@ -105,8 +119,9 @@ def train_image(encoded: tf.Tensor, seed: tf.Tensor, image_size: int,
   else:
     image = _resize(image, image_size, "bilinear")
   if augment.photometric:
-    image = 255.0 * _photometric(image / 255.0, tf.random.experimental.stateless_split(
-        photometric_seed, 4))
+    image = 255.0 * _photometric(
+      image / 255.0, tf.random.experimental.stateless_split(photometric_seed, 4)
+    )
   return _to_uint8(image)
 
 
@@ -126,5 +141,6 @@ def eval_image_file(path: str, image_size: int, crop_fraction: float) -> np.ndar
     return eval_image(encoded, image_size, crop_fraction, jpeg).numpy()
   except tf.errors.OpError as error:
     reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", error.message.splitlines()[0])
-    raise ConfigError(f"{path!r} is not an image TensorFlow can decode (JPEG, PNG, GIF, BMP, "
-                      f"WebP): {reason}") from None
+    raise ConfigError(
+      f"{path!r} is not an image TensorFlow can decode (JPEG, PNG, GIF, BMP, WebP): {reason}"
+    ) from None

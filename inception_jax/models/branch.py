@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Union
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ from inception_jax.models.layers import MaxPool
 @dataclasses.dataclass(frozen=True)
 class Conv:
   """A kxk convolution to `features` channels (stride 1, size-preserving), then ReLU."""
+
   kernel: int
   features: int
 
@@ -22,15 +22,17 @@ class Conv:
 @dataclasses.dataclass(frozen=True)
 class Pool:
   """A window x window max pool, stride 1, size-preserving: passes every channel through."""
+
   window: int = 3
 
 
-Step = Union[Conv, Pool]
+Step = Conv | Pool
 BranchSpec = tuple[Step, ...]
 
 
 class Branch(nn.Module):
   """Runs the steps of `spec` in order; `conv` builds each conv step (a ConvUnit partial)."""
+
   spec: BranchSpec
   conv: Callable[..., nn.Module]
 

@@ -30,6 +30,7 @@ Dtype = Any
 
 class GoogLeNetOutput(NamedTuple):
   """Classifier logits, and the auxiliary heads' logits (empty outside training)."""
+
   logits: jnp.ndarray
   aux_logits: tuple[jnp.ndarray, ...]
 
@@ -37,16 +38,17 @@ class GoogLeNetOutput(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class StemSpec:
   """The layers before the first Inception module: conv1 [pool1] [norm1] conv2 [norm2] [pool2]."""
+
   kernel: int
   strides: int
   pools: bool
 
 
 STEMS = {
-    # The paper's stem: 224x224 -> 28x28 before inception 3a (conv 7x7/2, two 3x3/2 max pools).
-    "imagenet": StemSpec(kernel=7, strides=2, pools=True),
-    # Small images (32x32): keep the resolution, 3x3/1 first conv, no pooling before 3a.
-    "small": StemSpec(kernel=3, strides=1, pools=False),
+  # The paper's stem: 224x224 -> 28x28 before inception 3a (conv 7x7/2, two 3x3/2 max pools).
+  "imagenet": StemSpec(kernel=7, strides=2, pools=True),
+  # Small images (32x32): keep the resolution, 3x3/1 first conv, no pooling before 3a.
+  "small": StemSpec(kernel=3, strides=1, pools=False),
 }
 
 
@@ -64,16 +66,16 @@ def stage_of(module_name: str) -> str:
 # What each network was trained to see, from RGB pixel values in [0, 255]. Computed in float32.
 BVLC_MEAN_BGR = (104.0, 117.0, 123.0)  # BVLC GoogLeNet's train_val.prototxt `mean_value`s
 INPUT_TRANSFORMS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
-    # RGB in [-1, 1]: this project's default, and exactly what torchvision's pretrained googlenet
-    # sees: its `transform_input` turns ImageNet-normalised input back into (pixels/255 - 0.5)/0.5.
-    "symmetric": lambda pixels: pixels * (2.0 / 255.0) - 1.0,
-    # Caffe's BVLC GoogLeNet: BGR channel order, 0..255 less the per-channel training mean.
-    "caffe_bgr": lambda pixels: pixels[..., ::-1] - jnp.asarray(BVLC_MEAN_BGR, jnp.float32),
+  # RGB in [-1, 1]: this project's default, and exactly what torchvision's pretrained googlenet
+  # sees: its `transform_input` turns ImageNet-normalised input back into (pixels/255 - 0.5)/0.5.
+  "symmetric": lambda pixels: pixels * (2.0 / 255.0) - 1.0,
+  # Caffe's BVLC GoogLeNet: BGR channel order, 0..255 less the per-channel training mean.
+  "caffe_bgr": lambda pixels: pixels[..., ::-1] - jnp.asarray(BVLC_MEAN_BGR, jnp.float32),
 }
 
 AUX_POOLS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
-    "paper": functools.partial(nn.avg_pool, window_shape=(5, 5), strides=(3, 3)),  # 14 -> 4
-    "adaptive": functools.partial(adaptive_avg_pool, output_size=4),  # torchvision
+  "paper": functools.partial(nn.avg_pool, window_shape=(5, 5), strides=(3, 3)),  # 14 -> 4
+  "adaptive": functools.partial(adaptive_avg_pool, output_size=4),  # torchvision
 }
 
 
@@ -97,12 +99,17 @@ def _too_small(model: GoogLeNet, side: int) -> str | None:
   for i, (name, _) in enumerate(model.inception):
     previous = model.inception[i - 1][0]
     if i and stage_of(name) != stage_of(previous):
-      steps.append((f"pool{stage_of(previous)}",
-                    lambda n, window=next(stage_pools): _pooled(n, window)))
+      steps.append(
+        (f"pool{stage_of(previous)}", functools.partial(_pooled, window=next(stage_pools)))
+      )
     if name in model.aux_from:
       need = AUX_POOL_MIN_INPUT[model.aux_pool]
-      steps.append((f"{name}'s output is smaller than its aux head's {need}x{need} pool",
-                    lambda n, need=need: n if n >= need else 0))
+      steps.append(
+        (
+          f"{name}'s output is smaller than its aux head's {need}x{need} pool",
+          lambda n, need=need: n if n >= need else 0,
+        )
+      )
   for what, output in steps:
     side = output(side)
     if side < 1:
@@ -117,12 +124,14 @@ def check_input_size(model: GoogLeNet, height: int, width: int) -> None:
     if reason is not None:
       smallest = next(n for n in itertools.count(1) if _too_small(model, n) is None)
       raise ConfigError(
-          f"images of {height}x{width} are too small for this network: {reason}. The smallest size it takes is {smallest}x{smallest}: set "
-          f"--config.image_size={smallest} or more.")
+        f"images of {height}x{width} are too small for this network: {reason}. The smallest "
+        f"size it takes is {smallest}x{smallest}: set --config.image_size={smallest} or more."
+      )
 
 
 class AuxHead(nn.Module):
   """Auxiliary classifier: pool -> 1x1 conv -> fully connected + ReLU -> dropout -> linear."""
+
   num_classes: int
   pool: str
   conv_features: int
@@ -155,6 +164,7 @@ class GoogLeNet(nn.Module):
   `stage_pools`) goes between stages. Auxiliary heads run only in training, on the outputs of
   the modules named in `aux_from`; initialise with train=True so their parameters exist.
   """
+
   num_classes: int
   inception: tuple[tuple[str, tuple[BranchSpec, ...]], ...]
   stem: StemSpec = STEMS["imagenet"]
@@ -179,9 +189,14 @@ class GoogLeNet(nn.Module):
   def __call__(self, pixels: jnp.ndarray, train: bool = False) -> GoogLeNetOutput:
     check_input_size(self, *pixels.shape[1:3])
     conv = functools.partial(
-        ConvUnit, batchnorm=self.batchnorm, bn_momentum=self.bn_momentum,
-        bn_epsilon=self.bn_epsilon, batch_axis_name=self.batch_axis_name,
-        dtype=self.dtype, param_dtype=self.param_dtype)
+      ConvUnit,
+      batchnorm=self.batchnorm,
+      bn_momentum=self.bn_momentum,
+      bn_epsilon=self.bn_epsilon,
+      batch_axis_name=self.batch_axis_name,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+    )
     x = INPUT_TRANSFORMS[self.input_transform](pixels.astype(jnp.float32)).astype(self.dtype)
 
     backbone_train = train and not self.frozen_backbone
@@ -205,14 +220,23 @@ class GoogLeNet(nn.Module):
         x = MaxPool(next(stage_pools), 2, name=f"pool{stage_of(self.inception[i - 1][0])}")(x)
       x = InceptionModule(branches, conv, name=name)(x, backbone_train)
       if train and name in self.aux_from:
-        aux_logits.append(AuxHead(
-            self.num_classes, self.aux_pool, *self.aux_widths, self.aux_dropout, conv,
+        aux_logits.append(
+          AuxHead(
+            self.num_classes,
+            self.aux_pool,
+            *self.aux_widths,
+            self.aux_dropout,
+            conv,
             batch_axis_name=self.batch_axis_name,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-            name=f"aux_{name.rsplit('_', 1)[-1]}")(head_input(x), train))
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=f"aux_{name.rsplit('_', 1)[-1]}",
+          )(head_input(x), train)
+        )
 
     x = GlobalAvgPool(name="avgpool")(head_input(x))
     x = BatchDropout(self.dropout, self.batch_axis_name, name="dropout")(x, train)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                      name="classifier")(x)
+    logits = nn.Dense(
+      self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier"
+    )(x)
     return GoogLeNetOutput(logits.astype(jnp.float32), tuple(aux_logits))

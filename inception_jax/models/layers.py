@@ -27,6 +27,7 @@ class ConvUnit(nn.Module):
   is the two-pass mean((x - mean)^2): the one-pass E[x^2] - E[x]^2 cancels catastrophically when
   a channel's mean dwarfs its spread.
   """
+
   features: int
   kernel_size: int
   strides: int = 1
@@ -41,15 +42,27 @@ class ConvUnit(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     pad = self.kernel_size // 2
     x = nn.Conv(
-        self.features, (self.kernel_size, self.kernel_size),
-        strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
-        use_bias=not self.batchnorm, kernel_init=conv_init,
-        dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+      self.features,
+      (self.kernel_size, self.kernel_size),
+      strides=(self.strides, self.strides),
+      padding=((pad, pad), (pad, pad)),
+      use_bias=not self.batchnorm,
+      kernel_init=conv_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="conv",
+    )(x)
     if self.batchnorm:
       x = nn.BatchNorm(
-          use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-          axis_name=self.batch_axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
-          use_fast_variance=False, name="bn")(x)
+        use_running_average=not train,
+        momentum=self.bn_momentum,
+        epsilon=self.bn_epsilon,
+        axis_name=self.batch_axis_name,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        use_fast_variance=False,
+        name="bn",
+      )(x)
     return nn.relu(x)
 
 
@@ -59,6 +72,7 @@ class BatchDropout(nn.Module):
   With `batch_axis_name`, every device draws the global batch's mask from the same key and keeps
   its own rows, so the device count changes neither the masks nor the result.
   """
+
   rate: float
   batch_axis_name: str | None = None
 
@@ -74,7 +88,8 @@ class BatchDropout(nn.Module):
       devices = jax.lax.axis_size(self.batch_axis_name)
       mask = jax.random.bernoulli(rng, keep, (devices * x.shape[0], *x.shape[1:]))
       mask = jax.lax.dynamic_slice_in_dim(
-          mask, jax.lax.axis_index(self.batch_axis_name) * x.shape[0], x.shape[0])
+        mask, jax.lax.axis_index(self.batch_axis_name) * x.shape[0], x.shape[0]
+      )
     return jnp.where(mask, x / keep, 0).astype(x.dtype)
 
 
@@ -93,15 +108,19 @@ def ceil_mode_padding(size: int, window: int, strides: int, pad: int) -> tuple[i
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
-def _window_views(padded: jnp.ndarray, window: int, strides: int,
-                  out_hw: tuple[int, int]) -> list[tuple[int, int, jnp.ndarray]]:
+def _window_views(
+  padded: jnp.ndarray, window: int, strides: int, out_hw: tuple[int, int]
+) -> list[tuple[int, int, jnp.ndarray]]:
   """(row, col, view) per window offset in row-major order: view[n, h, w, c] is the element at
   that offset of output position (h, w)'s window."""
   n, _, _, c = padded.shape
   rows, cols = ((size - 1) * strides + 1 for size in out_hw)
   step = (1, strides, strides, 1)
-  return [(i, j, lax.slice(padded, (0, i, j, 0), (n, i + rows, j + cols, c), step))
-          for i in range(window) for j in range(window)]
+  return [
+    (i, j, lax.slice(padded, (0, i, j, 0), (n, i + rows, j + cols, c), step))
+    for i in range(window)
+    for j in range(window)
+  ]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -118,8 +137,9 @@ def max_pool(x: jnp.ndarray, window: int, strides: int, pads: Pads) -> jnp.ndarr
 
 
 def _max_pool_forward(x, window, strides, pads):
-  y = lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, strides, strides, 1),
-                        ((0, 0), *pads, (0, 0)))
+  y = lax.reduce_window(
+    x, -jnp.inf, lax.max, (1, window, window, 1), (1, strides, strides, 1), ((0, 0), *pads, (0, 0))
+  )
   return y, (x, y)
 
 
@@ -135,10 +155,18 @@ def _max_pool_backward(window, strides, pads, residuals, grad):
   (n, height, width, c), (out_h, out_w) = padded.shape, y.shape[1:3]
   zero = jnp.float32(0)
   padded_grad = sum(
-      lax.pad(jnp.where(first == index, grad, zero), zero,
-              ((0, 0, 0), (i, height - i - (out_h - 1) * strides - 1, strides - 1),
-               (j, width - j - (out_w - 1) * strides - 1, strides - 1), (0, 0, 0)))
-      for index, (i, j, _) in enumerate(views))
+    lax.pad(
+      jnp.where(first == index, grad, zero),
+      zero,
+      (
+        (0, 0, 0),
+        (i, height - i - (out_h - 1) * strides - 1, strides - 1),
+        (j, width - j - (out_w - 1) * strides - 1, strides - 1),
+        (0, 0, 0),
+      ),
+    )
+    for index, (i, j, _) in enumerate(views)
+  )
   top, left = pads[0][0], pads[1][0]
   grad_x = lax.slice(padded_grad, (0, top, left, 0), (n, top + x.shape[1], left + x.shape[2], c))
   return (grad_x.astype(grad_dtype),)
@@ -149,13 +177,15 @@ max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 class MaxPool(nn.Module):
   """Max pooling with ceil-mode output size (Caffe's GoogLeNet, torchvision)."""
+
   window: int
   strides: int
   padding: int = 0
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    pads = tuple(ceil_mode_padding(n, self.window, self.strides, self.padding)
-                 for n in x.shape[1:3])
+    pads = tuple(
+      ceil_mode_padding(n, self.window, self.strides, self.padding) for n in x.shape[1:3]
+    )
     return max_pool(x, self.window, self.strides, pads)
 
 
@@ -165,6 +195,7 @@ class LocalResponseNorm(nn.Module):
   `alpha` is divided by the window size `n` (Caffe's convention, not TensorFlow's). Computed in
   float32 whatever the compute dtype, since the sum of squares overflows bfloat16's precision.
   """
+
   size: int = 5
   alpha: float = 1e-4
   beta: float = 0.75
@@ -174,14 +205,20 @@ class LocalResponseNorm(nn.Module):
     squares = jnp.square(x.astype(jnp.float32))
     half = self.size // 2
     window_sum = lax.reduce_window(
-        squares, 0.0, lax.add, (1, 1, 1, self.size), (1, 1, 1, 1),
-        ((0, 0), (0, 0), (0, 0), (half, self.size - 1 - half)))
+      squares,
+      0.0,
+      lax.add,
+      (1, 1, 1, self.size),
+      (1, 1, 1, 1),
+      ((0, 0), (0, 0), (0, 0), (half, self.size - 1 - half)),
+    )
     scale = (self.k + self.alpha / self.size * window_sum) ** self.beta
     return (x.astype(jnp.float32) / scale).astype(x.dtype)
 
 
 def _adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
-  """(out, size) averaging matrix with PyTorch's adaptive-pool bins [floor(i*n/m), ceil((i+1)*n/m))."""
+  """(out, size) averaging matrix with PyTorch's adaptive-pool bins
+  [floor(i*n/m), ceil((i+1)*n/m))."""
   matrix = np.zeros((out, size), np.float32)
   for i in range(out):
     start, end = (i * size) // out, -(-((i + 1) * size) // out)

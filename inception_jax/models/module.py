@@ -14,6 +14,7 @@ from inception_jax.models.branch import Branch, BranchSpec, Conv, Pool
 @dataclasses.dataclass(frozen=True)
 class ModuleWidths:
   """One row of the paper's Table 1: the filter counts of one Inception module."""
+
   c1: int
   c3_reduce: int
   c3: int
@@ -33,10 +34,12 @@ def scale_width(width: int, multiplier: float) -> int:
 def reduced_branches(w: ModuleWidths, kernels: Sequence[int]) -> tuple[BranchSpec, ...]:
   """Paper Fig. 2b: 1x1 reductions before the larger convs, a 1x1 projection after the pool."""
   k1, k3, k5 = kernels
-  return ((Conv(k1, w.c1),),
-          (Conv(1, w.c3_reduce), Conv(k3, w.c3)),
-          (Conv(1, w.c5_reduce), Conv(k5, w.c5)),
-          (Pool(3), Conv(1, w.pool_proj)))
+  return (
+    (Conv(k1, w.c1),),
+    (Conv(1, w.c3_reduce), Conv(k3, w.c3)),
+    (Conv(1, w.c5_reduce), Conv(k5, w.c5)),
+    (Pool(3), Conv(1, w.pool_proj)),
+  )
 
 
 def naive_branches(w: ModuleWidths, kernels: Sequence[int]) -> tuple[BranchSpec, ...]:
@@ -46,18 +49,20 @@ def naive_branches(w: ModuleWidths, kernels: Sequence[int]) -> tuple[BranchSpec,
 
 
 MODULE_KINDS: dict[str, Callable[[ModuleWidths, Sequence[int]], tuple[BranchSpec, ...]]] = {
-    "reduced": reduced_branches,
-    "naive": naive_branches,
+  "reduced": reduced_branches,
+  "naive": naive_branches,
 }
 
 
 class InceptionModule(nn.Module):
   """Any number of branches (specs) over the same input, concatenated along channels (NHWC)."""
+
   branches: tuple[BranchSpec, ...]
   conv: Callable[..., nn.Module]
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    outputs = [Branch(spec, self.conv, name=f"branch{i}")(x, train)
-               for i, spec in enumerate(self.branches)]
+    outputs = [
+      Branch(spec, self.conv, name=f"branch{i}")(x, train) for i, spec in enumerate(self.branches)
+    ]
     return jnp.concatenate(outputs, axis=-1)

@@ -58,7 +58,7 @@ class Hyper:
     lengths = sorted({len(grid) for grid in grids})
     if len(lengths) > 1:
       raise ConfigError(f"hyper.zip needs grids of equal length, got lengths {lengths}.")
-    return [_merge(points) for points in builtins.zip(*grids)]
+    return [_merge(points) for points in builtins.zip(*grids, strict=True)]
 
 
 def _merge(points: Iterable[Overrides]) -> Overrides:
@@ -66,8 +66,10 @@ def _merge(points: Iterable[Overrides]) -> Overrides:
   for point in points:
     twice = merged.keys() & point.keys()
     if twice:
-      raise ConfigError(f"the grid sets config.{sorted(twice)[0]} twice in one point; "
-                        f"give each key to one hyper.sweep.")
+      raise ConfigError(
+        f"the grid sets config.{sorted(twice)[0]} twice in one point; "
+        f"give each key to one hyper.sweep."
+      )
     merged.update(point)
   return merged
 
@@ -90,6 +92,7 @@ def _name_value(value: Any) -> str:
 @dataclasses.dataclass(frozen=True)
 class Point:
   """One run of a sweep: its position in the grid, its directory name and its overrides."""
+
   index: int
   name: str
   overrides: Overrides
@@ -102,14 +105,20 @@ def _points(grid: list[Overrides]) -> list[Point]:
   """Points named after their overrides, e.g. 'module=naive,aux_heads=false'."""
   keys = list(dict.fromkeys(key for overrides in grid for key in overrides))
   leaves = [key.rsplit(".", 1)[-1] for key in keys]
-  short = {key: leaf if leaves.count(leaf) == 1 else key for key, leaf in builtins.zip(keys, leaves)}
+  short = {
+    key: leaf if leaves.count(leaf) == 1 else key
+    for key, leaf in builtins.zip(keys, leaves, strict=True)
+  }
   points, seen = [], {}
   for index, overrides in enumerate(grid):
-    name = ",".join(f"{short[key]}={_name_value(value)}" for key, value in overrides.items()) \
-        or "base"
+    name = (
+      ",".join(f"{short[key]}={_name_value(value)}" for key, value in overrides.items()) or "base"
+    )
     if name in seen:
-      raise ConfigError(f"points {seen[name]} and {index} of the grid are both named {name!r}; "
-                        f"make their values differ.")
+      raise ConfigError(
+        f"points {seen[name]} and {index} of the grid are both named {name!r}; "
+        f"make their values differ."
+      )
     seen[name] = index
     points.append(Point(index, name, dict(overrides)))
   return points
@@ -118,8 +127,9 @@ def _points(grid: list[Overrides]) -> list[Point]:
 @dataclasses.dataclass(frozen=True)
 class Sweep:
   """A loaded sweep file: where it is, its grid, the overrides for every point, its columns."""
-  spec: str                  # the sweep file, with ":arg" if it takes one
-  title: str                 # the first line of its docstring
+
+  spec: str  # the sweep file, with ":arg" if it takes one
+  title: str  # the first line of its docstring
   common: Mapping[str, str]  # command-line overrides applied to every point
   points: list[Point]
   metrics: tuple[str, ...] | None
@@ -129,15 +139,24 @@ class Sweep:
     """The point's full config, built as its train command builds it."""
     config = apply_overrides(module_config(self.module, self.spec), self.common)
     try:
-      return apply_overrides(config, {key: command_value(value)
-                                      for key, value in point.overrides.items()})
+      return apply_overrides(
+        config, {key: command_value(value) for key, value in point.overrides.items()}
+      )
     except ConfigError as error:
       raise ConfigError(f"sweep point {point.index} ({point.name}): {error}") from None
 
   def train_command(self, point: Point, workdir: str) -> list[str]:
     common = [f"--config.{key}={value}" for key, value in self.common.items()]
-    return ["inception-jax", "train", "--config", self.spec, "--workdir", workdir,
-            *common, *point.args()]
+    return [
+      "inception-jax",
+      "train",
+      "--config",
+      self.spec,
+      "--workdir",
+      workdir,
+      *common,
+      *point.args(),
+    ]
 
 
 def load_sweep(spec: str, common: Mapping[str, str] | None = None) -> Sweep:
@@ -145,24 +164,35 @@ def load_sweep(spec: str, common: Mapping[str, str] | None = None) -> Sweep:
   module, _ = load_config_module(spec)
   path = spec.partition(":")[0]
   if not hasattr(module, "get_hyper"):
-    raise ConfigError(f"{path} defines no get_hyper(hyper); a sweep file returns its grid from "
-                      f"it, e.g. return hyper.sweep('model.module', ['reduced', 'naive']).")
+    raise ConfigError(
+      f"{path} defines no get_hyper(hyper); a sweep file returns its grid from "
+      f"it, e.g. return hyper.sweep('model.module', ['reduced', 'naive'])."
+    )
   grid = run_user_code(path, module.get_hyper, Hyper)
   if not isinstance(grid, list) or not grid or not all(isinstance(p, dict) for p in grid):
-    raise ConfigError(f"{path}: get_hyper must return a non-empty list of override dicts "
-                      f"(built with hyper.sweep / hyper.product / hyper.zip), got {grid!r}.")
+    raise ConfigError(
+      f"{path}: get_hyper must return a non-empty list of override dicts "
+      f"(built with hyper.sweep / hyper.product / hyper.zip), got {grid!r}."
+    )
   title = ((module.__doc__ or "").strip().splitlines() or [os.path.basename(path)])[0].rstrip(".")
   metrics = getattr(module, "METRICS", None)
-  return Sweep(spec=spec, title=title, common=dict(common or {}), points=_points(grid),
-               metrics=tuple(metrics) if metrics is not None else None, module=module)
+  return Sweep(
+    spec=spec,
+    title=title,
+    common=dict(common or {}),
+    points=_points(grid),
+    metrics=tuple(metrics) if metrics is not None else None,
+    module=module,
+  )
 
 
 def shell_command(command: Sequence[str]) -> str:
   return " ".join(shlex.quote(part) for part in command)
 
 
-def array_slice(index: int | None, count: int | None,
-                environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+def array_slice(
+  index: int | None, count: int | None, environ: Mapping[str, str] = os.environ
+) -> tuple[int, int]:
   """(index, count) of this share of the sweep; inside a SLURM array job, the task's by default."""
   if count is None:
     count = int(environ.get("SLURM_ARRAY_TASK_COUNT", 1))
@@ -170,8 +200,7 @@ def array_slice(index: int | None, count: int | None,
     task = environ.get("SLURM_ARRAY_TASK_ID")
     index = int(task) - int(environ.get("SLURM_ARRAY_TASK_MIN", 0)) if task is not None else 0
   if count < 1 or not 0 <= index < count:
-    raise ConfigError(f"--index {index} --count {count}: need count >= 1 and "
-                      f"0 <= index < count.")
+    raise ConfigError(f"--index {index} --count {count}: need count >= 1 and 0 <= index < count.")
   return index, count
 
 

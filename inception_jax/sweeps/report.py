@@ -27,10 +27,11 @@ from inception_jax.training.reporting import format_duration, read_metrics
 @dataclasses.dataclass(frozen=True)
 class PointResult:
   """What one point has produced so far."""
+
   point: Point
-  status: str                 # "done", "stopped at step N" or "not run"
+  status: str  # "done", "stopped at step N" or "not run"
   records: list[dict[str, Any]]
-  cost: dict[str, Any]        # the `total` row of the point's cost table
+  cost: dict[str, Any]  # the `total` row of the point's cost table
 
   def split(self, name: str) -> list[dict[str, Any]]:
     return [r for r in self.records if r["split"] == name]
@@ -73,24 +74,37 @@ def _images_per_second(result: PointResult) -> float | None:
 
 
 METRICS: dict[str, Metric] = {
-    "params": Metric("params", lambda r: r.cost["params"], _si),
-    "params_with_aux": Metric("params with aux heads",
-                              lambda r: r.cost.get("params_with_aux", r.cost["params"]), _si),
-    "macs": Metric("MACs/image", lambda r: r.cost["macs"], _si),
-    "final_top1": Metric("final top-1", lambda r: _last(r.split("eval"), "top1"), _percent),
-    "final_top5": Metric("final top-5", lambda r: _last(r.split("eval"), "top5"), _percent),
-    "best_top1": Metric("best top-1", lambda r: _max(r.split("eval"), "top1"), _percent),
-    "final_loss": Metric("final eval loss", lambda r: _last(r.split("eval"), "loss"),
-                         lambda v: f"{v:.4f}"),
-    "images_per_second": Metric("train img/s (median)", _images_per_second, lambda v: f"{v:,.0f}"),
-    "wall_time": Metric("wall time", lambda r: _last(r.records, "seconds"), format_duration),
-    "step_memory": Metric("train step memory", lambda r: _max(r.split("train"), "step_memory_bytes"),
-                          _mebibytes),
-    "peak_memory": Metric("peak memory", lambda r: _max(r.split("train"), "peak_memory_bytes"),
-                          _mebibytes),
+  "params": Metric("params", lambda r: r.cost["params"], _si),
+  "params_with_aux": Metric(
+    "params with aux heads", lambda r: r.cost.get("params_with_aux", r.cost["params"]), _si
+  ),
+  "macs": Metric("MACs/image", lambda r: r.cost["macs"], _si),
+  "final_top1": Metric("final top-1", lambda r: _last(r.split("eval"), "top1"), _percent),
+  "final_top5": Metric("final top-5", lambda r: _last(r.split("eval"), "top5"), _percent),
+  "best_top1": Metric("best top-1", lambda r: _max(r.split("eval"), "top1"), _percent),
+  "final_loss": Metric(
+    "final eval loss", lambda r: _last(r.split("eval"), "loss"), lambda v: f"{v:.4f}"
+  ),
+  "images_per_second": Metric("train img/s (median)", _images_per_second, lambda v: f"{v:,.0f}"),
+  "wall_time": Metric("wall time", lambda r: _last(r.records, "seconds"), format_duration),
+  "step_memory": Metric(
+    "train step memory", lambda r: _max(r.split("train"), "step_memory_bytes"), _mebibytes
+  ),
+  "peak_memory": Metric(
+    "peak memory", lambda r: _max(r.split("train"), "peak_memory_bytes"), _mebibytes
+  ),
 }
-DEFAULT_METRICS = ("params", "macs", "final_top1", "final_top5", "best_top1", "images_per_second",
-                   "wall_time", "step_memory", "peak_memory")
+DEFAULT_METRICS = (
+  "params",
+  "macs",
+  "final_top1",
+  "final_top5",
+  "best_top1",
+  "images_per_second",
+  "wall_time",
+  "step_memory",
+  "peak_memory",
+)
 
 
 def check_metrics(names: Sequence[str] | None, where: str) -> tuple[str, ...]:
@@ -98,8 +112,10 @@ def check_metrics(names: Sequence[str] | None, where: str) -> tuple[str, ...]:
   names = tuple(DEFAULT_METRICS if names is None else names)
   for name in names:
     if name not in METRICS:
-      raise ConfigError(f"{where}: unknown metric {name!r} in METRICS{did_you_mean(name, METRICS)}; "
-                        f"known: {', '.join(METRICS)}.")
+      raise ConfigError(
+        f"{where}: unknown metric {name!r} in METRICS{did_you_mean(name, METRICS)}; "
+        f"known: {', '.join(METRICS)}."
+      )
   return names
 
 
@@ -117,10 +133,18 @@ def _rows(results: Sequence[PointResult], metrics: Sequence[str]) -> tuple[list[
   header = ["point", *keys, "status", *metrics]
   rows = []
   for result in results:
-    values = [METRICS[name].value(result) if result.records or name.startswith(("params", "macs"))
-              else None for name in metrics]
-    rows.append([result.point.name,
-                 *(result.point.overrides.get(key, "") for key in keys), result.status, *values])
+    values = [
+      METRICS[name].value(result) if result.records or name.startswith(("params", "macs")) else None
+      for name in metrics
+    ]
+    rows.append(
+      [
+        result.point.name,
+        *(result.point.overrides.get(key, "") for key in keys),
+        result.status,
+        *values,
+      ]
+    )
   return header, rows
 
 
@@ -130,33 +154,55 @@ def _csv(results: Sequence[PointResult], metrics: Sequence[str]) -> str:
   writer = csv.writer(out, lineterminator="\n")
   writer.writerow(header)
   for row in rows:
-    writer.writerow(["" if v is None else command_value(v) if isinstance(v, (bool, tuple))
-                     else v for v in row])
+    writer.writerow(
+      ["" if v is None else command_value(v) if isinstance(v, (bool, tuple)) else v for v in row]
+    )
   return out.getvalue()
 
 
-def _markdown(sweep: Sweep, results: Sequence[PointResult], metrics: Sequence[str],
-              command: str) -> str:
+def _markdown(
+  sweep: Sweep, results: Sequence[PointResult], metrics: Sequence[str], command: str
+) -> str:
   _, rows = _rows(results, metrics)
   keys = _columns([r.point for r in results])
-  titles = ["point", *(f"`{key}`" for key in keys), "status",
-            *(METRICS[name].header for name in metrics)]
-  lines = [f"# {sweep.title}", "", "Produced by:", "", "```bash", command, "```", "",
-           f"{sum(r.status == 'done' for r in results)} of {len(results)} points done, on "
-           f"{devices.describe_line()}. Top-1/top-5 on the eval split; MACs are multiply-adds "
-           f"per image of the inference network, params leave out the training-only aux heads; "
-           f"wall time includes "
-           f"compilation and evaluation. Train step memory is XLA's count for the compiled step "
-           f"(parameters, optimizer state, batch, activations and temporaries); peak memory is "
-           f"the device's, or on CPU the training process's peak resident memory (TensorFlow, "
-           f"the compiler and all).", "",
-           "| " + " | ".join(titles) + " |",
-           "|" + "|".join("---" if i < len(keys) + 2 else "---:" for i in range(len(titles))) + "|"]
+  titles = [
+    "point",
+    *(f"`{key}`" for key in keys),
+    "status",
+    *(METRICS[name].header for name in metrics),
+  ]
+  lines = [
+    f"# {sweep.title}",
+    "",
+    "Produced by:",
+    "",
+    "```bash",
+    command,
+    "```",
+    "",
+    f"{sum(r.status == 'done' for r in results)} of {len(results)} points done, on "
+    f"{devices.describe_line()}. Top-1/top-5 on the eval split; MACs are multiply-adds "
+    f"per image of the inference network, params leave out the training-only aux heads; "
+    f"wall time includes "
+    f"compilation and evaluation. Train step memory is XLA's count for the compiled step "
+    f"(parameters, optimizer state, batch, activations and temporaries); peak memory is "
+    f"the device's, or on CPU the training process's peak resident memory (TensorFlow, "
+    f"the compiler and all).",
+    "",
+    "| " + " | ".join(titles) + " |",
+    "|" + "|".join("---" if i < len(keys) + 2 else "---:" for i in range(len(titles))) + "|",
+  ]
   for row in rows:
-    point, overrides, status, values = row[0], row[1:len(keys) + 1], row[len(keys) + 1], \
-        row[len(keys) + 2:]
+    point, overrides, status, values = (
+      row[0],
+      row[1 : len(keys) + 1],
+      row[len(keys) + 1],
+      row[len(keys) + 2 :],
+    )
     cells = [point, *(command_value(v) if v != "" else "" for v in overrides), status]
-    cells += ["" if v is None else METRICS[name].text(v) for name, v in zip(metrics, values)]
+    cells += [
+      "" if v is None else METRICS[name].text(v) for name, v in zip(metrics, values, strict=True)
+    ]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "![eval top-1 against step and wall time](curves.png)", ""]
   return "\n".join(lines)
@@ -164,6 +210,7 @@ def _markdown(sweep: Sweep, results: Sequence[PointResult], metrics: Sequence[st
 
 def _plot(results: Sequence[PointResult], path: pathlib.Path) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
@@ -193,11 +240,19 @@ def _replace(path: pathlib.Path, text: str) -> None:
   os.replace(partial, path)
 
 
-def write_report(sweep: Sweep, workdir: pathlib.Path, results: Sequence[PointResult],
-                 metrics: Sequence[str], command: str) -> list[pathlib.Path]:
+def write_report(
+  sweep: Sweep,
+  workdir: pathlib.Path,
+  results: Sequence[PointResult],
+  metrics: Sequence[str],
+  command: str,
+) -> list[pathlib.Path]:
   """results.csv, results.md and curves.png in `workdir`; returns their paths."""
-  csv_path, md_path, png_path = (workdir / "results.csv", workdir / "results.md",
-                                 workdir / "curves.png")
+  csv_path, md_path, png_path = (
+    workdir / "results.csv",
+    workdir / "results.md",
+    workdir / "curves.png",
+  )
   _replace(csv_path, _csv(results, metrics))
   _replace(md_path, _markdown(sweep, results, metrics, command))
   partial = workdir / f".curves.{os.getpid()}.partial.png"

@@ -41,8 +41,12 @@ def is_finished(point_dir: pathlib.Path, config: ml_collections.ConfigDict) -> b
 def _train(command: list[str], log_path: pathlib.Path, console: TextIO) -> int:
   """Runs one point's train command, its output to the console and the log; forwards SIGTERM."""
   process = subprocess.Popen(
-      [sys.executable, "-m", "inception_jax.main", *command[1:]], stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    [sys.executable, "-m", "inception_jax.main", *command[1:]],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+  )
   previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
   try:
     with log_path.open("a") as log:
@@ -55,9 +59,15 @@ def _train(command: list[str], log_path: pathlib.Path, console: TextIO) -> int:
     signal.signal(signal.SIGTERM, previous)
 
 
-def run_sweep(spec: str, workdir: str, common: Mapping[str, str] | None = None,
-              index: int | None = None, count: int | None = None, dry_run: bool = False,
-              console: TextIO | None = None) -> int:
+def run_sweep(
+  spec: str,
+  workdir: str,
+  common: Mapping[str, str] | None = None,
+  index: int | None = None,
+  count: int | None = None,
+  dry_run: bool = False,
+  console: TextIO | None = None,
+) -> int:
   """Runs this share of the sweep's unfinished points and writes the report; the exit status."""
   console = console or sys.stdout
   sweep = load_sweep(spec, common)
@@ -75,8 +85,9 @@ def run_sweep(spec: str, workdir: str, common: Mapping[str, str] | None = None,
     return 0
 
   of = f" (share {index} of {count})" if count > 1 else ""
-  console.write(f"Sweep {sweep.title}: {len(sweep.points)} points, {len(mine)} here{of}; "
-                f"workdir {root}\n")
+  console.write(
+    f"Sweep {sweep.title}: {len(sweep.points)} points, {len(mine)} here{of}; workdir {root}\n"
+  )
   failed: list[tuple[Point, int]] = []
   exit_code = 0
   for number, point in enumerate(mine, 1):
@@ -87,33 +98,53 @@ def run_sweep(spec: str, workdir: str, common: Mapping[str, str] | None = None,
       continue
     command = sweep.train_command(point, str(point_dir))
     resuming = any((point_dir / "checkpoints").glob("[0-9]*"))
-    console.write(f"[{number}/{len(mine)}] {point.name}: "
-                  f"{'resuming' if resuming else 'starting'}\n$ {shell_command(command)}\n")
+    console.write(
+      f"[{number}/{len(mine)}] {point.name}: "
+      f"{'resuming' if resuming else 'starting'}\n$ {shell_command(command)}\n"
+    )
     console.flush()
     point_dir.mkdir(parents=True, exist_ok=True)
     code = _train(command, point_dir / "train.log", console)
     if code == 0:
-      (point_dir / MARKER).write_text(json.dumps(
-          {"command": shell_command(command), "config": _config_text(config)}, indent=2) + "\n")
+      (point_dir / MARKER).write_text(
+        json.dumps({"command": shell_command(command), "config": _config_text(config)}, indent=2)
+        + "\n"
+      )
     elif code == SIGTERM_EXIT:
       console.write(f"Sweep stopped by SIGTERM during {point.name}; the same command resumes it.\n")
       exit_code = SIGTERM_EXIT
       break
     else:
-      console.write(f"{point.name} failed (exit {code}); its output is in "
-                    f"{point_dir / 'train.log'}. Going on with the other points.\n")
+      console.write(
+        f"{point.name} failed (exit {code}); its output is in "
+        f"{point_dir / 'train.log'}. Going on with the other points.\n"
+      )
       failed.append((point, code))
 
-  results = [report.PointResult(point, *report.status(root / point.name,
-                                                      is_finished(root / point.name,
-                                                                  configs[point.name])),
-                                costs[point.name]) for point in sweep.points]
-  invocation = shell_command(["inception-jax", "sweep", spec, "--workdir", str(root),
-                              *(f"--config.{k}={v}" for k, v in sweep.common.items())])
+  results = [
+    report.PointResult(
+      point,
+      *report.status(root / point.name, is_finished(root / point.name, configs[point.name])),
+      costs[point.name],
+    )
+    for point in sweep.points
+  ]
+  invocation = shell_command(
+    [
+      "inception-jax",
+      "sweep",
+      spec,
+      "--workdir",
+      str(root),
+      *(f"--config.{k}={v}" for k, v in sweep.common.items()),
+    ]
+  )
   paths = report.write_report(sweep, root, results, metrics, invocation)
   console.write(f"Report: {', '.join(str(p) for p in paths)}\n")
   if failed:
-    console.write(f"{len(failed)} point(s) failed: "
-                  f"{', '.join(f'{p.name} (exit {code})' for p, code in failed)}\n")
+    console.write(
+      f"{len(failed)} point(s) failed: "
+      f"{', '.join(f'{p.name} (exit {code})' for p, code in failed)}\n"
+    )
     return 1
   return exit_code

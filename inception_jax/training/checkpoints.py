@@ -38,6 +38,7 @@ def _handlers() -> dict[str, ocp.CheckpointHandler]:
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """'params/inception_3a/...' -> shape, for every array in a (metadata or abstract) tree."""
+
   def name(key) -> str:  # dict keys, sequence indices and attributes alike
     return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
 
@@ -46,14 +47,22 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 
 
 def _differences(saved: dict[str, tuple], wanted: dict[str, tuple]) -> list[str]:
-  params_first = lambda name: (not name.startswith("params/"), name)
-  lines = [f"{name}: {saved[name]} in the checkpoint, {wanted[name]} for this config"
-           for name in sorted(saved.keys() & wanted.keys(), key=params_first)
-           if saved[name] != wanted[name]]
-  lines += [f"{name}: only in the checkpoint"
-            for name in sorted(saved.keys() - wanted.keys(), key=params_first)]
-  lines += [f"{name}: only in this config's model"
-            for name in sorted(wanted.keys() - saved.keys(), key=params_first)]
+  def params_first(name: str) -> tuple[bool, str]:
+    return not name.startswith("params/"), name
+
+  lines = [
+    f"{name}: {saved[name]} in the checkpoint, {wanted[name]} for this config"
+    for name in sorted(saved.keys() & wanted.keys(), key=params_first)
+    if saved[name] != wanted[name]
+  ]
+  lines += [
+    f"{name}: only in the checkpoint"
+    for name in sorted(saved.keys() - wanted.keys(), key=params_first)
+  ]
+  lines += [
+    f"{name}: only in this config's model"
+    for name in sorted(wanted.keys() - saved.keys(), key=params_first)
+  ]
   return lines
 
 
@@ -61,7 +70,7 @@ def _brief(text: str, folder: pathlib.Path) -> str:
   """An error's first line for a message: without TensorStore's spec, paths relative to `folder`."""
   line = text.partition("\n")[0].split(" [tensorstore_spec=")[0].replace(f"{folder}/", "")
   line = line.rstrip(".")
-  return line if len(line) <= MAX_REASON_CHARACTERS else line[:MAX_REASON_CHARACTERS - 3] + "..."
+  return line if len(line) <= MAX_REASON_CHARACTERS else line[: MAX_REASON_CHARACTERS - 3] + "..."
 
 
 def _damage(error: BaseException, folder: pathlib.Path) -> str | None:
@@ -80,22 +89,26 @@ def _damage(error: BaseException, folder: pathlib.Path) -> str | None:
 def _unused(path: pathlib.Path) -> pathlib.Path:
   """`path`, or the first of `path.2`, `path.3`, ... that does not exist yet."""
   numbered = (path.with_name(f"{path.name}.{number}") for number in itertools.count(2))
-  return next(candidate for candidate in itertools.chain([path], numbered)
-              if not candidate.exists())
+  return next(
+    candidate for candidate in itertools.chain([path], numbered) if not candidate.exists()
+  )
 
 
 class DamagedCheckpoint(ConfigError):
   """The checkpoint at `step` cannot be read: `reason` says which file and how."""
 
   def __init__(self, directory: pathlib.Path, step: int, reason: str, saved_steps: list[int]):
-    super().__init__(f"the checkpoint at step {step} in {directory} is damaged: {reason}. "
-                     f"Nothing was changed; the saved steps are {saved_steps}.")
+    super().__init__(
+      f"the checkpoint at step {step} in {directory} is damaged: {reason}. "
+      f"Nothing was changed; the saved steps are {saved_steps}."
+    )
     self.step, self.reason = step, reason
 
   def skipped(self, outcome: str) -> str:
     """The line telling the user that a fallback passed over this checkpoint, and what then."""
-    return (f"Skipped the checkpoint at step {self.step}, which is damaged ({self.reason}); "
-            f"{outcome}.")
+    return (
+      f"Skipped the checkpoint at step {self.step}, which is damaged ({self.reason}); {outcome}."
+    )
 
 
 class Checkpoints:
@@ -107,10 +120,15 @@ class Checkpoints:
   def __init__(self, workdir: str | pathlib.Path, keep: int = 3, read_only: bool = False):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None if read_only else keep, read_only=read_only, create=not read_only,
-        save_interval_steps=0 if read_only else 1, cleanup_tmp_directories=not read_only)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_handlers=_handlers())
+      max_to_keep=None if read_only else keep,
+      read_only=read_only,
+      create=not read_only,
+      save_interval_steps=0 if read_only else 1,
+      cleanup_tmp_directories=not read_only,
+    )
+    self._manager = ocp.CheckpointManager(
+      self.directory, options=options, item_handlers=_handlers()
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -120,8 +138,9 @@ class Checkpoints:
 
   def check_compatible(self, abstract_state: Any, step: int) -> None:
     """Raises a ConfigError naming the arrays whose shapes differ from this config's state."""
-    self._refuse_differences(self._metadata(step),
-                             flax.serialization.to_state_dict(abstract_state), step)
+    self._refuse_differences(
+      self._metadata(step), flax.serialization.to_state_dict(abstract_state), step
+    )
 
   def _damaged(self, step: int, reason: str) -> DamagedCheckpoint:
     return DamagedCheckpoint(self.directory, step, reason, self.all_steps())
@@ -160,9 +179,11 @@ class Checkpoints:
       raise self._damaged(step, "state/manifest.ocdbt is missing")
     try:
       store = ts.KvStore.open(
-          {"driver": "ocdbt", "base": {"driver": "file", "path": f"{database}/"}}).result()
-      empty = next((key for key in store.list().result() if not store.read(key).result().value),
-                   None)
+        {"driver": "ocdbt", "base": {"driver": "file", "path": f"{database}/"}}
+      ).result()
+      empty = next(
+        (key for key in store.list().result() if not store.read(key).result().value), None
+      )
     except ValueError as error:  # TensorStore's: the manifest or a data file cut short or garbled
       raise self._damaged(step, f"state: {_brief(str(error), folder)}") from error
     if empty is not None:  # a value in a data file that is missing
@@ -172,21 +193,25 @@ class Checkpoints:
     differences = _differences(_shapes(saved), _shapes(wanted))
     if differences:
       raise ConfigError(
-          f"{self.directory} holds a checkpoint (step {step}) of a different model or optimizer "
-          f"than this config describes:{listed(differences, MAX_LISTED_DIFFERENCES)}\n"
-          f"Nothing was changed. Train in a new --workdir, or rerun with the config this one "
-          f"was trained with (its config.json).")
+        f"{self.directory} holds a checkpoint (step {step}) of a different model or optimizer "
+        f"than this config describes:{listed(differences, MAX_LISTED_DIFFERENCES)}\n"
+        f"Nothing was changed. Train in a new --workdir, or rerun with the config this one "
+        f"was trained with (its config.json)."
+      )
 
   def _saved_step(self, step: int | None) -> int:
     """`step`, or the latest when None; a step with no checkpoint is a ConfigError."""
     step = self.latest_step() if step is None else step
     if step is None or step not in self.all_steps():
-      raise ConfigError(f"no checkpoint at step {step} in {self.directory}; saved steps: "
-                        f"{self.all_steps() or 'none'}.")
+      raise ConfigError(
+        f"no checkpoint at step {step} in {self.directory}; saved steps: "
+        f"{self.all_steps() or 'none'}."
+      )
     return step
 
-  def restore(self, abstract_state: Any, step: int | None = None
-              ) -> tuple[Any, dict[str, Any], list[DamagedCheckpoint]]:
+  def restore(
+    self, abstract_state: Any, step: int | None = None
+  ) -> tuple[Any, dict[str, Any], list[DamagedCheckpoint]]:
     """The state (laid out like `abstract_state`) and progress saved at `step`, and the damaged
     checkpoints passed over. Without `step`, the newest intact checkpoint: reading one is the
     test, and a damaged one falls back to the one before; a damaged `step` is refused."""
@@ -200,14 +225,22 @@ class Checkpoints:
         damaged.append(error)
     reasons = [f"step {error.step}: {error.reason}" for error in damaged]
     raise ConfigError(
-        f"no intact checkpoint in {self.directory}:{listed(reasons, MAX_LISTED_DIFFERENCES)}\n"
-        f"Nothing was changed. Train in a new --workdir, or move {self.directory} aside to start "
-        f"this run afresh.")
+      f"no intact checkpoint in {self.directory}:{listed(reasons, MAX_LISTED_DIFFERENCES)}\n"
+      f"Nothing was changed. Train in a new --workdir, or move {self.directory} aside to start "
+      f"this run afresh."
+    )
 
   def _restore(self, abstract_state: Any, step: int) -> tuple[Any, dict[str, Any]]:
     self.check_compatible(abstract_state, step)
-    restored = self._read(step, lambda: self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore())))
+    restored = self._read(
+      step,
+      lambda: self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()
+        ),
+      ),
+    )
     return restored["state"], restored["progress"]
 
   def set_aside(self, damaged: Sequence[DamagedCheckpoint]) -> list[str]:
@@ -223,8 +256,9 @@ class Checkpoints:
       lines.append(error.skipped(f"moved it to {aside}"))
     return lines
 
-  def restore_variables(self, sharding: jax.sharding.Sharding, step: int | None = None,
-                        expected: Any = None) -> tuple[dict[str, Any], int]:
+  def restore_variables(
+    self, sharding: jax.sharding.Sharding, step: int | None = None, expected: Any = None
+  ) -> tuple[dict[str, Any], int]:
     """The weights a run evaluates (its Polyak average where it kept one) and its BatchNorm
     statistics at `step` (default: the latest), and the step: for predicting and fine-tuning,
     whatever optimizer or config wrote the checkpoint. The whole state is read (orbax restores
@@ -235,20 +269,39 @@ class Checkpoints:
     saved = self._metadata(step)
     if expected is not None:
       self._refuse_differences(
-          {"params": saved["params"], "batch_stats": saved["batch_stats"]}, expected, step)
+        {"params": saved["params"], "batch_stats": saved["batch_stats"]}, expected, step
+      )
     abstract = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), saved)
-    state = self._read(step, lambda: self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract))))["state"]
-    return {"params": state["ema_params"] or state["params"],
-            "batch_stats": state["batch_stats"]}, step
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), saved
+    )
+    state = self._read(
+      step,
+      lambda: self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+      ),
+    )["state"]
+    return {
+      "params": state["ema_params"] or state["params"],
+      "batch_stats": state["batch_stats"],
+    }, step
 
   def save(self, step: int, state: Any, progress: dict[str, Any]) -> None:
     """Starts an asynchronous save; the train loop goes on while it is written."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), force=True)
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)
+      ),
+      force=True,
+    )
 
   def close(self) -> None:
     """Waits for pending saves to finish."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+  def __enter__(self) -> Checkpoints:
+    return self
+
+  def __exit__(self, *exc_info: object) -> None:
+    self.close()

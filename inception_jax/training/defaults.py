@@ -8,26 +8,28 @@ def base_config() -> ml_collections.ConfigDict:
 
   The config file adds `model` (inception_jax.models.model_config) and `image_size`.
   """
+  # The fields' comments line up as a table.
+  # fmt: off
   config = ml_collections.ConfigDict()
   config.seed = 0  # parameters, dropout, shuffles and augmentations all derive from it
 
   config.data = ml_collections.ConfigDict(dict(
-      name="sklearn_digits",    # any TFDS image classification dataset
-      dir="",                   # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
-      manual_dir="",            # manually downloaded files (imagenet2012); "" = <dir>/downloads/manual
-      train_split="train",
-      eval_split="test",
-      cache=False,              # keep the encoded split in memory (small datasets)
-      shuffle_buffer=16_384,
-      eval_crop_fraction=0.875,  # central crop of the shorter side (224 of 256)
+    name="sklearn_digits",    # any TFDS image classification dataset
+    dir="",                   # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    manual_dir="",            # files downloaded by hand (imagenet2012); "" = <dir>/downloads/manual
+    train_split="train",
+    eval_split="test",
+    cache=False,              # keep the encoded split in memory (small datasets)
+    shuffle_buffer=16_384,
+    eval_crop_fraction=0.875,  # central crop of the shorter side (224 of 256)
   ))
   config.augment = ml_collections.ConfigDict(dict(
-      inception_crop=True,      # random crop covering area_range with aspect_ratio_range
-      area_range=(0.08, 1.0),
-      aspect_ratio_range=(3 / 4, 4 / 3),
-      flip=True,                # random horizontal flip
-      photometric=True,         # brightness, saturation, hue, contrast
-      random_interpolation=True,  # bilinear, area, nearest or bicubic, chosen per image
+    inception_crop=True,      # random crop covering area_range with aspect_ratio_range
+    area_range=(0.08, 1.0),
+    aspect_ratio_range=(3 / 4, 4 / 3),
+    flip=True,                # random horizontal flip
+    photometric=True,         # brightness, saturation, hue, contrast
+    random_interpolation=True,  # bilinear, area, nearest or bicubic, chosen per image
   ))
 
   config.batch_size = 256       # global, over all devices and processes
@@ -57,5 +59,6 @@ def base_config() -> ml_collections.ConfigDict:
   # Multi-process runs: filled in by hand, or left empty to let the cluster (TPU pod, SLURM, MPI)
   # tell jax.distributed.initialize.
   config.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address="", num_processes=1, process_id=0))
+    coordinator_address="", num_processes=1, process_id=0))
+  # fmt: on
   return config

@@ -33,19 +33,24 @@ def initialize(distributed: ml_collections.ConfigDict) -> None:
   others from the config, or by itself on TPU pod slices and under SLURM / Open MPI launches.
   """
   if distributed.coordinator_address:
-    jax.distributed.initialize(coordinator_address=distributed.coordinator_address,
-                               num_processes=distributed.num_processes,
-                               process_id=distributed.process_id)
+    jax.distributed.initialize(
+      coordinator_address=distributed.coordinator_address,
+      num_processes=distributed.num_processes,
+      process_id=distributed.process_id,
+    )
   elif _launched_as_several_processes():
     jax.distributed.initialize()
 
 
 def _launched_as_several_processes() -> bool:
   env = os.environ
-  return (int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in env
-          or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-          or "," in env.get("TPU_WORKER_HOSTNAMES", "")
-          or "JAX_COORDINATOR_ADDRESS" in env)
+  return (
+    int(env.get("SLURM_NTASKS", "1")) > 1
+    and "SLURM_STEP_ID" in env
+    or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+    or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    or "JAX_COORDINATOR_ADDRESS" in env
+  )
 
 
 def process_zero_first(work: Callable[[], Any]) -> Any:
@@ -104,8 +109,12 @@ def compile_step(step: Callable[..., Any], *args: Any) -> tuple[Callable[..., An
     analysis = None
   if analysis is None:
     return compiled, None
-  return compiled, int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-                       + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+  return compiled, int(
+    analysis.argument_size_in_bytes
+    + analysis.output_size_in_bytes
+    + analysis.temp_size_in_bytes
+    - analysis.alias_size_in_bytes
+  )
 
 
 def describe() -> dict[str, Any]:
@@ -116,9 +125,15 @@ def describe() -> dict[str, Any]:
     with open("/proc/cpuinfo") as cpuinfo:
       names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
     processor = names[0] if names else processor
-  return {"device": device.device_kind, "platform": device.platform,
-          "devices": jax.local_device_count(), "cpu_cores": os.cpu_count(),
-          "processor": processor, "jax": jax.__version__, "python": platform.python_version()}
+  return {
+    "device": device.device_kind,
+    "platform": device.platform,
+    "devices": jax.local_device_count(),
+    "cpu_cores": os.cpu_count(),
+    "processor": processor,
+    "jax": jax.__version__,
+    "python": platform.python_version(),
+  }
 
 
 def describe_line(m: dict[str, Any] | None = None) -> str:
@@ -133,9 +148,10 @@ def local_batch_size(global_batch: int) -> int:
   devices = jax.device_count()
   if global_batch % devices:
     raise ConfigError(
-        f"batch_size={global_batch} does not divide over the {devices} devices "
-        f"({jax.process_count()} process(es) x {jax.local_device_count()}); use a multiple of "
-        f"{devices}, e.g. --config.batch_size={max(devices, global_batch // devices * devices)}.")
+      f"batch_size={global_batch} does not divide over the {devices} devices "
+      f"({jax.process_count()} process(es) x {jax.local_device_count()}); use a multiple of "
+      f"{devices}, e.g. --config.batch_size={max(devices, global_batch // devices * devices)}."
+    )
   return global_batch // jax.process_count()
 
 
@@ -162,8 +178,12 @@ def put_state(state: Any) -> Any:
 def _rewrap(tree: Any, mesh: Mesh) -> Any:
   """The same per-device buffers, viewed as replicated over `mesh` (no copy)."""
   sharding = NamedSharding(mesh, PartitionSpec())
-  return jax.tree.map(lambda x: jax.make_array_from_single_device_arrays(
-      x.shape, sharding, [shard.data for shard in x.addressable_shards]), tree)
+  return jax.tree.map(
+    lambda x: jax.make_array_from_single_device_arrays(
+      x.shape, sharding, [shard.data for shard in x.addressable_shards]
+    ),
+    tree,
+  )
 
 
 def checkpoint_sharding() -> NamedSharding:
@@ -185,11 +205,15 @@ def put_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   """A host batch [local_batch, ...] as [local_devices, per_device, ...], one slice per device."""
   sharding = NamedSharding(_mesh(), PartitionSpec(AXIS))
   devices = jax.local_device_count()
-  return {key: jax.device_put(value.reshape(devices, -1, *value.shape[1:]), sharding)
-          for key, value in batch.items()}
+  return {
+    key: jax.device_put(value.reshape(devices, -1, *value.shape[1:]), sharding)
+    for key, value in batch.items()
+  }
 
 
-def prefetch(batches: Iterable[dict[str, np.ndarray]], size: int = 2) -> Iterator[dict[str, jax.Array]]:
+def prefetch(
+  batches: Iterable[dict[str, np.ndarray]], size: int = 2
+) -> Iterator[dict[str, jax.Array]]:
   """Copies the next `size` batches to the devices while the current step runs."""
   queue: collections.deque = collections.deque()
   iterator = iter(batches)

@@ -25,8 +25,18 @@ from inception_jax.training import devices
 from inception_jax.training.checkpoints import Checkpoints
 
 # The model fields that decide what the backbone's weights mean.
-BACKBONE_FIELDS = ("module", "norm", "kernel_sizes", "widths", "stem", "stem_widths",
-                   "stage_pools", "width_multiplier", "bn_epsilon", "input_transform")
+BACKBONE_FIELDS = (
+  "module",
+  "norm",
+  "kernel_sizes",
+  "widths",
+  "stem",
+  "stem_widths",
+  "stage_pools",
+  "width_multiplier",
+  "bn_epsilon",
+  "input_transform",
+)
 MAX_LISTED = 8
 
 
@@ -42,16 +52,20 @@ def _plain(value: Any) -> Any:
   return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
 
 
-def _refuse(config: ml_collections.ConfigDict, source: pathlib.Path, what: str,
-            lines: list[str]) -> ConfigError:
+def _refuse(
+  config: ml_collections.ConfigDict, source: pathlib.Path, what: str, lines: list[str]
+) -> ConfigError:
   return ConfigError(
-      f"init_from={config.init_from!r}: {what}:{listed(lines, MAX_LISTED)}\n"
-      f"Fine-tuning keeps the source's backbone; only the classifier and aux heads may differ "
-      f"(e.g. num_classes). Use the source's model settings (its config.json in {source}). Nothing was written.")
+    f"init_from={config.init_from!r}: {what}:{listed(lines, MAX_LISTED)}\n"
+    f"Fine-tuning keeps the source's backbone; only the classifier and aux heads may differ "
+    f"(e.g. num_classes). Use the source's model settings (its config.json in {source}). "
+    f"Nothing was written."
+  )
 
 
-def start_variables(config: ml_collections.ConfigDict,
-                    fresh: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def start_variables(
+  config: ml_collections.ConfigDict, fresh: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
   """The params and batch_stats a fine-tuning run starts from, and what to tell the user.
 
   `fresh` is this config's own initialisation, which the heads fall back to where the source's
@@ -59,20 +73,21 @@ def start_variables(config: ml_collections.ConfigDict,
   """
   source, step = source_of(config.init_from)
   if not (source / "checkpoints").is_dir():
-    raise ConfigError(f"init_from={config.init_from!r}: {source} holds no checkpoints; name a "
-                      f"run's workdir or an imported one (inception-jax import-weights).")
+    raise ConfigError(
+      f"init_from={config.init_from!r}: {source} holds no checkpoints; name a "
+      f"run's workdir or an imported one (inception-jax import-weights)."
+    )
   source_model = load_workdir_config(source).model
-  differences = [f"model.{field}: {_plain(source_model.get(field))!r} in the source, "
-                 f"{_plain(config.model.get(field))!r} here"
-                 for field in BACKBONE_FIELDS
-                 if _plain(source_model.get(field)) != _plain(config.model.get(field))]
+  differences = [
+    f"model.{field}: {_plain(source_model.get(field))!r} in the source, "
+    f"{_plain(config.model.get(field))!r} here"
+    for field in BACKBONE_FIELDS
+    if _plain(source_model.get(field)) != _plain(config.model.get(field))
+  ]
   if differences:
     raise _refuse(config, source, "the backbone differs from the source's", differences)
-  checkpoints = Checkpoints(source, read_only=True)
-  try:
+  with Checkpoints(source, read_only=True) as checkpoints:
     saved, saved_step = checkpoints.restore_variables(devices.checkpoint_sharding(), step)
-  finally:
-    checkpoints.close()
   saved, fresh = flatten_dict(jax.device_get(saved)), flatten_dict(jax.device_get(dict(fresh)))
 
   start, renewed, mismatched = {}, [], []
@@ -84,21 +99,29 @@ def start_variables(config: ml_collections.ConfigDict,
       start[path] = value
       renewed.append(path)
     else:
-      mismatched.append(f"{'/'.join(path)}: {np.shape(taken) if taken is not None else 'absent'} "
-                        f"in the source, {np.shape(value)} here")
-  mismatched += [f"{'/'.join(path)}: only in the source"
-                 for path in sorted(saved.keys() - fresh.keys()) if not is_head(path[1])]
+      mismatched.append(
+        f"{'/'.join(path)}: {np.shape(taken) if taken is not None else 'absent'} "
+        f"in the source, {np.shape(value)} here"
+      )
+  mismatched += [
+    f"{'/'.join(path)}: only in the source"
+    for path in sorted(saved.keys() - fresh.keys())
+    if not is_head(path[1])
+  ]
   if mismatched:
     raise _refuse(config, source, "the backbone's arrays differ from the source's", mismatched)
 
   unused = sorted({path[1] for path in saved.keys() - fresh.keys()})
-  lines = [f"Fine-tuning from {source} (its checkpoint at step {saved_step}): "
-           f"{len(start) - len(renewed)} of {len(start)} arrays taken, "
-           f"trainable={config.trainable}."]
+  lines = [
+    f"Fine-tuning from {source} (its checkpoint at step {saved_step}): "
+    f"{len(start) - len(renewed)} of {len(start)} arrays taken, "
+    f"trainable={config.trainable}."
+  ]
   if renewed:  # by layer: 'aux_4a/fc2', 'classifier'
     layers = sorted({"/".join(path[1:-1]) for path in renewed})
-    lines.append(f"Initialised anew (shapes differ from the source's, or it has none): "
-                 f"{', '.join(layers)}.")
+    lines.append(
+      f"Initialised anew (shapes differ from the source's, or it has none): {', '.join(layers)}."
+    )
   if unused:
     lines.append(f"Not used (this config has no such layer): {', '.join(unused)}.")
   return unflatten_dict(start), lines

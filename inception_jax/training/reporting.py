@@ -29,8 +29,11 @@ def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
 
 def _truncate_after(path: pathlib.Path, step: int) -> None:
   """Keeps the records up to `step`, replacing the file atomically (a crash keeps the old one)."""
-  kept = [line for line in path.read_text().splitlines()
-          if line.strip() and json.loads(line)["step"] <= step]
+  kept = [
+    line
+    for line in path.read_text().splitlines()
+    if line.strip() and json.loads(line)["step"] <= step
+  ]
   partial = path.with_suffix(".jsonl.partial")
   partial.write_text("".join(line + "\n" for line in kept))
   os.replace(partial, path)
@@ -67,24 +70,31 @@ def format_duration(seconds: float) -> str:
   return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def progress_line(step: int, total_steps: int, metrics: dict[str, float], eta_seconds: float) -> str:
+def progress_line(
+  step: int, total_steps: int, metrics: dict[str, float], eta_seconds: float
+) -> str:
   """'step  120/1000 | loss 0.4321 | top1 87.50% | lr 0.0800 | 1,234 img/s | ETA 1m23s'."""
   width = len(str(total_steps))
-  return (f"step {step:>{width}}/{total_steps} | loss {metrics['loss']:.4f} | "
-          f"top1 {100 * metrics['top1']:6.2f}% | lr {metrics['learning_rate']:.4g} | "
-          f"{metrics['images_per_second']:,.0f} img/s | ETA {format_duration(eta_seconds)}")
+  return (
+    f"step {step:>{width}}/{total_steps} | loss {metrics['loss']:.4f} | "
+    f"top1 {100 * metrics['top1']:6.2f}% | lr {metrics['learning_rate']:.4g} | "
+    f"{metrics['images_per_second']:,.0f} img/s | ETA {format_duration(eta_seconds)}"
+  )
 
 
 def eval_line(step: int, metrics: dict[str, float]) -> str:
-  return (f"eval at step {step}: loss {metrics['loss']:.4f} | top1 {100 * metrics['top1']:.2f}% | "
-          f"top5 {100 * metrics['top5']:.2f}% | {metrics['count']:,.0f} images")
+  return (
+    f"eval at step {step}: loss {metrics['loss']:.4f} | top1 {100 * metrics['top1']:.2f}% | "
+    f"top5 {100 * metrics['top5']:.2f}% | {metrics['count']:,.0f} images"
+  )
 
 
 class Reporter:
   """Writes train and eval points to the console, metrics.jsonl and TensorBoard."""
 
-  def __init__(self, workdir: str | pathlib.Path, resume_step: int, active: bool,
-               console: TextIO | None = None):
+  def __init__(
+    self, workdir: str | pathlib.Path, resume_step: int, active: bool, console: TextIO | None = None
+  ):
     self.active = active
     self._console = console or sys.stdout  # looked up now: tests and tools replace sys.stdout
     if not active:
@@ -120,3 +130,9 @@ class Reporter:
     if self.active:
       self._file.close()
       self._writer.close()
+
+  def __enter__(self) -> Reporter:
+    return self
+
+  def __exit__(self, *exc_info: object) -> None:
+    self.close()

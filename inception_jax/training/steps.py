@@ -27,6 +27,7 @@ class TrainState:
   `rng` is the key data every dropout key is folded from (with the step), and
   `train_sums` the metric sums since the last log line, so a resumed run logs the same numbers.
   """
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -55,9 +56,12 @@ def initial_variables(config: ml_collections.ConfigDict, model: GoogLeNet) -> di
   return init_variables(model, _seed_keys(config)[0], (config.image_size, config.image_size, 3))
 
 
-def create_train_state(config: ml_collections.ConfigDict, model: GoogLeNet,
-                       tx: optax.GradientTransformation,
-                       variables: dict[str, Any] | None = None) -> TrainState:
+def create_train_state(
+  config: ml_collections.ConfigDict,
+  model: GoogLeNet,
+  tx: optax.GradientTransformation,
+  variables: dict[str, Any] | None = None,
+) -> TrainState:
   """Initial state from config.seed: parameters, optimizer state, EMA copy, dropout key.
 
   `variables` (params and batch_stats: imported, or taken from a run to fine-tune) replace the
@@ -70,10 +74,14 @@ def create_train_state(config: ml_collections.ConfigDict, model: GoogLeNet,
       variables = initial_variables(config, model)
     params = variables["params"]
     return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-        ema_params=params if config.ema_decay > 0 else {},
-        rng=jax.random.key_data(_seed_keys(config)[1]), train_sums=zero_sums())
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get("batch_stats", {}),
+      opt_state=tx.init(params),
+      ema_params=params if config.ema_decay > 0 else {},
+      rng=jax.random.key_data(_seed_keys(config)[1]),
+      train_sums=zero_sums(),
+    )
 
   return jax.jit(create)(variables)
 
@@ -90,28 +98,38 @@ def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
-def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, jax.Array]]:
+def make_train_step(
+  model: GoogLeNet, tx: optax.GradientTransformation, config: ml_collections.ConfigDict
+) -> Callable[[TrainState, Batch], tuple[TrainState, jax.Array]]:
   """One SGD step on this device's slice of the batch, synchronised over AXIS: the new state,
   and the step's summed losses (a buffer of its own, so the trainer can check it for NaN or
   inf while the state is donated to the next step)."""
 
   def loss_fn(params, state: TrainState, batch: Batch, dropout_rng: jax.Array):
     output, updates = model.apply(
-        {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-        mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+      {"params": params, "batch_stats": state.batch_stats},
+      batch["image"],
+      train=True,
+      mutable=["batch_stats"],
+      rngs={"dropout": dropout_rng},
+    )
     labels = batch["label"]
     main = _cross_entropy(output.logits, labels, config.label_smoothing).mean()
-    aux = sum((_cross_entropy(logits, labels, config.label_smoothing).mean()
-               for logits in output.aux_logits), jnp.zeros(()))
+    aux = sum(
+      (
+        _cross_entropy(logits, labels, config.label_smoothing).mean()
+        for logits in output.aux_logits
+      ),
+      jnp.zeros(()),
+    )
     return main + config.aux_loss_weight * aux, (main, aux, output.logits, updates)
 
   def train_step(state: TrainState, batch: Batch) -> TrainState:
     # The same key on every device: dropout draws the global batch's mask (BatchDropout).
     dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     grads, (main, aux, logits, updates) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state, batch, dropout_rng)
+      state.params, state, batch, dropout_rng
+    )
     grads = jax.lax.pmean(grads, AXIS)
     changes, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, changes)
@@ -122,14 +140,23 @@ def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation,
       ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
 
     count = batch["label"].shape[0]
-    step_sums = jax.lax.psum({
-        "loss": main * count, "aux_loss": aux * count,
+    step_sums = jax.lax.psum(
+      {
+        "loss": main * count,
+        "aux_loss": aux * count,
         "correct": _correct(logits, batch["label"], 1).sum(),
-        "count": jnp.asarray(count, jnp.float32)}, AXIS)
+        "count": jnp.asarray(count, jnp.float32),
+      },
+      AXIS,
+    )
     state = state.replace(
-        step=state.step + 1, params=params, batch_stats=updates.get("batch_stats", {}),
-        opt_state=opt_state, ema_params=ema_params,
-        train_sums=jax.tree.map(jnp.add, state.train_sums, step_sums))
+      step=state.step + 1,
+      params=params,
+      batch_stats=updates.get("batch_stats", {}),
+      opt_state=opt_state,
+      ema_params=ema_params,
+      train_sums=jax.tree.map(jnp.add, state.train_sums, step_sums),
+    )
     return state, step_sums["loss"] + step_sums["aux_loss"]
 
   return train_step
@@ -139,13 +166,18 @@ def make_eval_step(model: GoogLeNet) -> Callable[[TrainState, Batch], Metrics]:
   """Sums of loss, top-1 and top-5 hits and real examples (padding masked out) over AXIS."""
 
   def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    logits = model.apply({"params": state.eval_params(), "batch_stats": state.batch_stats},
-                         batch["image"], train=False).logits
+    logits = model.apply(
+      {"params": state.eval_params(), "batch_stats": state.batch_stats}, batch["image"], train=False
+    ).logits
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-    return jax.lax.psum({
+    return jax.lax.psum(
+      {
         "loss": (_cross_entropy(logits, labels) * mask).sum(),
         "top1": (_correct(logits, labels, 1) * mask).sum(),
         "top5": (_correct(logits, labels, 5) * mask).sum(),
-        "count": mask.sum()}, AXIS)
+        "count": mask.sum(),
+      },
+      AXIS,
+    )
 
   return eval_step

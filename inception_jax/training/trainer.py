@@ -1,4 +1,5 @@
-"""`train_and_evaluate(config, workdir)` and `evaluate(config, workdir)`: data, model and steps composed.
+"""`train_and_evaluate(config, workdir)` and `evaluate(config, workdir)`: data, model and steps
+composed.
 
 A run is a pure function of its config: parameters, dropout, shuffles and augmentations all come
 from `config.seed`, and the checkpoint holds every piece of state, so a run that is stopped
@@ -31,8 +32,14 @@ from inception_jax.models import build_model
 from inception_jax.training import devices, finetune, optim
 from inception_jax.training.checkpoints import Checkpoints
 from inception_jax.training.reporting import Reporter, eval_line, progress_line, read_metrics
-from inception_jax.training.steps import (TrainState, create_train_state, initial_variables,
-                                          make_eval_step, make_train_step, zero_sums)
+from inception_jax.training.steps import (
+  TrainState,
+  create_train_state,
+  initial_variables,
+  make_eval_step,
+  make_train_step,
+  zero_sums,
+)
 
 COMPILATION_CACHE = pathlib.Path.home() / ".cache" / "inception-jax" / "jax"
 
@@ -49,8 +56,10 @@ class Interrupted(Exception):
 def _use_compilation_cache() -> None:
   """Keeps compiled steps on disk: a resumed or repeated run skips most of the compile time."""
   if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir",
-                      os.environ.get("JAX_COMPILATION_CACHE_DIR", str(COMPILATION_CACHE)))
+    jax.config.update(
+      "jax_compilation_cache_dir",
+      os.environ.get("JAX_COMPILATION_CACHE_DIR", str(COMPILATION_CACHE)),
+    )
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
@@ -61,26 +70,31 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not finite(value):
       raise ConfigError(f"{key}={value!r} must be finite.")
   rules = [
-      ("batch_size", config.batch_size >= 1, "at least 1"),
-      ("learning_rate", config.learning_rate > 0, "positive"),
-      ("lr_reference_batch", config.lr_reference_batch >= 1, "at least 1"),
-      ("num_epochs", config.num_epochs > 0 or config.num_train_steps > 0, "positive"),
-      ("warmup_epochs", config.warmup_epochs >= 0, "0 or more"),
-      ("weight_decay", config.weight_decay >= 0, "0 or more"),
-      ("ema_decay", 0 <= config.ema_decay < 1, "in [0, 1)"),
-      ("label_smoothing", 0 <= config.label_smoothing < 1, "in [0, 1)"),
-      ("aux_loss_weight", config.aux_loss_weight >= 0, "0 or more"),
-      ("log_every_steps", config.log_every_steps >= 1, "at least 1"),
-      ("eval_every_steps", config.eval_every_steps >= 0, "0 (only at the end) or more"),
-      ("checkpoint_every_steps", config.checkpoint_every_steps >= 1, "at least 1"),
-      ("keep_checkpoints", config.keep_checkpoints >= 1, "at least 1"),
-      ("image_size", config.image_size >= 1, "at least 1"),
-      ("data.eval_crop_fraction", 0 < config.data.eval_crop_fraction <= 1, "in (0, 1]"),
-      ("augment.area_range", 0 < config.augment.area_range[0] <= config.augment.area_range[1] <= 1,
-       "(low, high) with 0 < low <= high <= 1"),
-      ("augment.aspect_ratio_range",
-       0 < config.augment.aspect_ratio_range[0] <= config.augment.aspect_ratio_range[1],
-       "(low, high) with 0 < low <= high"),
+    ("batch_size", config.batch_size >= 1, "at least 1"),
+    ("learning_rate", config.learning_rate > 0, "positive"),
+    ("lr_reference_batch", config.lr_reference_batch >= 1, "at least 1"),
+    ("num_epochs", config.num_epochs > 0 or config.num_train_steps > 0, "positive"),
+    ("warmup_epochs", config.warmup_epochs >= 0, "0 or more"),
+    ("weight_decay", config.weight_decay >= 0, "0 or more"),
+    ("ema_decay", 0 <= config.ema_decay < 1, "in [0, 1)"),
+    ("label_smoothing", 0 <= config.label_smoothing < 1, "in [0, 1)"),
+    ("aux_loss_weight", config.aux_loss_weight >= 0, "0 or more"),
+    ("log_every_steps", config.log_every_steps >= 1, "at least 1"),
+    ("eval_every_steps", config.eval_every_steps >= 0, "0 (only at the end) or more"),
+    ("checkpoint_every_steps", config.checkpoint_every_steps >= 1, "at least 1"),
+    ("keep_checkpoints", config.keep_checkpoints >= 1, "at least 1"),
+    ("image_size", config.image_size >= 1, "at least 1"),
+    ("data.eval_crop_fraction", 0 < config.data.eval_crop_fraction <= 1, "in (0, 1]"),
+    (
+      "augment.area_range",
+      0 < config.augment.area_range[0] <= config.augment.area_range[1] <= 1,
+      "(low, high) with 0 < low <= high <= 1",
+    ),
+    (
+      "augment.aspect_ratio_range",
+      0 < config.augment.aspect_ratio_range[0] <= config.augment.aspect_ratio_range[1],
+      "(low, high) with 0 < low <= high",
+    ),
   ]
   for field, valid, expected in rules:
     if not valid:
@@ -103,18 +117,26 @@ class _Run:
     self.builder = devices.process_zero_first(lambda: input_pipeline.prepare(config.data))
     classes = input_pipeline.num_classes(self.builder)
     if classes != config.model.num_classes:
-      raise ConfigError(f"dataset {config.data.name!r} has {classes} classes but "
-                        f"model.num_classes={config.model.num_classes}; set "
-                        f"--config.model.num_classes={classes}.")
+      raise ConfigError(
+        f"dataset {config.data.name!r} has {classes} classes but "
+        f"model.num_classes={config.model.num_classes}; set "
+        f"--config.model.num_classes={classes}."
+      )
     self.train_examples = input_pipeline.num_examples(self.builder, config.data.train_split)
     self.steps_per_epoch = self.train_examples // config.batch_size
     if self.steps_per_epoch < 1:
-      raise ConfigError(f"batch_size={config.batch_size} is larger than the "
-                        f"{self.train_examples} training examples; lower it.")
-    self.total_steps = (config.num_train_steps if config.num_train_steps > 0
-                        else round(config.num_epochs * self.steps_per_epoch))
-    self.model = build_model(config.model, batch_axis_name=devices.AXIS,
-                             frozen_backbone=optim.frozen_backbone(config))
+      raise ConfigError(
+        f"batch_size={config.batch_size} is larger than the "
+        f"{self.train_examples} training examples; lower it."
+      )
+    self.total_steps = (
+      config.num_train_steps
+      if config.num_train_steps > 0
+      else round(config.num_epochs * self.steps_per_epoch)
+    )
+    self.model = build_model(
+      config.model, batch_axis_name=devices.AXIS, frozen_backbone=optim.frozen_backbone(config)
+    )
     self.schedule = optim.learning_rate_schedule(config, self.total_steps, self.steps_per_epoch)
     self.tx = optim.optimizer(config, self.schedule)
 
@@ -126,13 +148,22 @@ class _Run:
 
   def eval_batches(self) -> tf.data.Dataset:
     return input_pipeline.eval_dataset(
-        self.builder, self.config, local_batch=self.local_batch,
-        process_index=devices.process_index(), process_count=devices.process_count())[0]
+      self.builder,
+      self.config,
+      local_batch=self.local_batch,
+      process_index=devices.process_index(),
+      process_count=devices.process_count(),
+    )[0]
 
   def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
     dataset = input_pipeline.train_dataset(
-        self.builder, self.config, local_batch=self.local_batch, start_step=start_step,
-        process_index=devices.process_index(), process_count=devices.process_count())
+      self.builder,
+      self.config,
+      local_batch=self.local_batch,
+      start_step=start_step,
+      process_index=devices.process_index(),
+      process_count=devices.process_count(),
+    )
     return tfds.as_numpy(dataset)
 
 
@@ -144,8 +175,12 @@ def _evaluate(eval_step, state: TrainState, batches: tf.data.Dataset) -> dict[st
     sums = step_sums if sums is None else jax.tree.map(np.add, sums, step_sums)
   sums = jax.device_get(sums)
   count = float(sums["count"])
-  return {"loss": float(sums["loss"]) / count, "top1": float(sums["top1"]) / count,
-          "top5": float(sums["top5"]) / count, "count": count}
+  return {
+    "loss": float(sums["loss"]) / count,
+    "top1": float(sums["top1"]) / count,
+    "top5": float(sums["top5"]) / count,
+    "count": count,
+  }
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
@@ -185,8 +220,10 @@ def _stop_flag() -> Iterator[list[int]]:
   """A list that receives the signal's number when SIGTERM or SIGINT arrives (instead of the
   process dying), so that the loop checkpoints at the current step and stops."""
   received: list[int] = []
-  previous = {number: signal.signal(number, lambda number, _: received.append(number))
-              for number in STOP_SIGNALS}
+  previous = {
+    number: signal.signal(number, lambda number, _: received.append(number))
+    for number in STOP_SIGNALS
+  }
   try:
     yield received
   finally:
@@ -199,33 +236,42 @@ def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any], list[str]
   weights when set), and lines to tell the user. The damaged checkpoints it skipped are moved
   aside once nothing is left to refuse; nothing else on disk is touched."""
   if (run.workdir / "checkpoints").is_dir():
-    existing = Checkpoints(run.workdir, read_only=True)
-    try:
+    with Checkpoints(run.workdir, read_only=True) as existing:
       if existing.latest_step() is not None:  # refuses another model's checkpoint
         state, progress, damaged = existing.restore(run.abstract_state())
         if "imported" in progress:
           raise ConfigError(
-              f"{run.workdir} holds imported weights ({progress['imported']['source']}), not a "
-              f"run to resume. Fine-tune from them in a new workdir: --config.init_from="
-              f"{run.workdir} --workdir NEW_DIR. Nothing was changed.")
+            f"{run.workdir} holds imported weights ({progress['imported']['source']}), not a "
+            f"run to resume. Fine-tune from them in a new workdir: --config.init_from="
+            f"{run.workdir} --workdir NEW_DIR. Nothing was changed."
+          )
         return devices.from_checkpoint(state), progress, existing.set_aside(damaged)
-    finally:
-      existing.close()
   variables, lines = None, []
   if run.config.init_from:
     variables, lines = finetune.start_variables(
-        run.config, initial_variables(run.config, run.model))
+      run.config, initial_variables(run.config, run.model)
+    )
   state = create_train_state(run.config, run.model, run.tx, variables)
   return devices.put_state(state), {"step": 0, "seconds": 0.0}, lines
 
 
-def _train_metrics(sums: dict[str, np.ndarray], learning_rate: float, images_per_second: float,
-                   seconds: float, step_memory: int | None) -> dict[str, float]:
+def _train_metrics(
+  sums: dict[str, np.ndarray],
+  learning_rate: float,
+  images_per_second: float,
+  seconds: float,
+  step_memory: int | None,
+) -> dict[str, float]:
   count = sums["count"]
-  metrics = {"loss": float(sums["loss"] / count), "aux_loss": float(sums["aux_loss"] / count),
-             "top1": float(sums["correct"] / count), "learning_rate": learning_rate,
-             "images_per_second": images_per_second, "seconds": seconds,
-             "peak_memory_bytes": devices.peak_memory_bytes()}
+  metrics = {
+    "loss": float(sums["loss"] / count),
+    "aux_loss": float(sums["aux_loss"] / count),
+    "top1": float(sums["correct"] / count),
+    "learning_rate": learning_rate,
+    "images_per_second": images_per_second,
+    "seconds": seconds,
+    "peak_memory_bytes": devices.peak_memory_bytes(),
+  }
   if step_memory is not None:
     metrics["step_memory_bytes"] = step_memory
   return metrics
@@ -236,11 +282,17 @@ def _unwritable(workdir: pathlib.Path) -> str | None:
   dataset and the model are built, without writing anything."""
   existing = next(path for path in (workdir, *workdir.parents) if path.exists())
   if not existing.is_dir():
-    return (f"{existing} is a file, not a folder" if existing == workdir
-            else f"{existing} is a file, so no folder can be made under it")
+    return (
+      f"{existing} is a file, not a folder"
+      if existing == workdir
+      else f"{existing} is a file, so no folder can be made under it"
+    )
   if not os.access(existing, os.W_OK | os.X_OK):
-    return (f"{existing} is read-only (file system or permissions)" if existing == workdir
-            else f"no folder can be made in {existing} (read-only file system or permissions)")
+    return (
+      f"{existing} is read-only (file system or permissions)"
+      if existing == workdir
+      else f"no folder can be made in {existing} (read-only file system or permissions)"
+    )
   return None
 
 
@@ -248,10 +300,16 @@ def _eval_owed(run: _Run, step: int) -> bool:
   """Whether the checkpoint at `step` is due an evaluation (every eval_every_steps, and the last
   step) that metrics.jsonl lacks: the process stopped between saving and evaluating."""
   config = run.config
-  due = step == run.total_steps or (config.eval_every_steps > 0
-                                     and step % config.eval_every_steps == 0)
-  return step > 0 and due and not any(
-      record["step"] == step and record["split"] == "eval" for record in read_metrics(run.workdir))
+  due = step == run.total_steps or (
+    config.eval_every_steps > 0 and step % config.eval_every_steps == 0
+  )
+  return (
+    step > 0
+    and due
+    and not any(
+      record["step"] == step and record["split"] == "eval" for record in read_metrics(run.workdir)
+    )
+  )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -271,46 +329,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     owed = devices.from_process_zero(_eval_owed(run, start_step))
     if start_step >= run.total_steps and not owed:  # finished: nothing written, read-only too
       if is_chief:
-        print("\n".join([*start_lines, f"Nothing to do: the run in {workdir} already reached "
-                          f"step {run.total_steps}. `inception-jax eval` evaluates it; more steps "
-                          f"need a new --workdir or a larger num_epochs / num_train_steps."]))
+        print(
+          "\n".join(
+            [
+              *start_lines,
+              f"Nothing to do: the run in {workdir} already reached "
+              f"step {run.total_steps}. `inception-jax eval` evaluates it; more steps "
+              f"need a new --workdir or a larger num_epochs / num_train_steps.",
+            ]
+          )
+        )
       return state
     if unwritable:  # only known now: a finished run in it would have needed no writing
-      raise ConfigError(f"--workdir {workdir}: {unwritable}; the run there cannot go on. Copy "
-                        f"it to a folder you can write to and resume there.")
+      raise ConfigError(
+        f"--workdir {workdir}: {unwritable}; the run there cannot go on. Copy "
+        f"it to a folder you can write to and resume there."
+      )
     if is_chief:
       run.workdir.mkdir(parents=True, exist_ok=True)
       _write_config(config, run.workdir, start_step)
-    checkpoints = Checkpoints(run.workdir, keep=config.keep_checkpoints)
-    reporter = Reporter(run.workdir, start_step, active=is_chief)
-    params = sum(x.size for x in jax.tree.leaves(state.params))
-    reporter.print(
+    with (
+      Checkpoints(run.workdir, keep=config.keep_checkpoints) as checkpoints,
+      Reporter(run.workdir, start_step, active=is_chief) as reporter,
+    ):
+      params = sum(x.size for x in jax.tree.leaves(state.params))
+      reporter.print(
         f"{'Resuming at step ' + str(start_step) if start_step else 'Training'}: GoogLeNet "
         f"({config.model.module} modules, {params:,} parameters) on {config.data.name}, "
         f"{run.train_examples:,} training images, batch {config.batch_size} over "
         f"{jax.device_count()} device(s), {run.total_steps} steps "
-        f"({run.total_steps / run.steps_per_epoch:.1f} epochs); workdir {run.workdir}")
-    for line in start_lines:
-      reporter.print(line)
+        f"({run.total_steps / run.steps_per_epoch:.1f} epochs); workdir {run.workdir}"
+      )
+      for line in start_lines:
+        reporter.print(line)
 
-    train_step = devices.parallel(make_train_step(run.model, run.tx, config))
-    eval_step = devices.parallel_eval(make_eval_step(run.model))
-    eval_batches = run.eval_batches()
+      train_step = devices.parallel(make_train_step(run.model, run.tx, config))
+      eval_step = devices.parallel_eval(make_eval_step(run.model))
+      eval_batches = run.eval_batches()
 
-    def record_eval(step: int) -> None:
-      metrics = {**_evaluate(eval_step, state, eval_batches), "seconds": progress["seconds"]}
-      reporter.write(step, "eval", metrics)
-      reporter.print(eval_line(step, metrics))
+      def record_eval(step: int) -> None:
+        metrics = {**_evaluate(eval_step, state, eval_batches), "seconds": progress["seconds"]}
+        reporter.write(step, "eval", metrics)
+        reporter.print(eval_line(step, metrics))
 
-    if owed:
-      reporter.print(f"Evaluating step {start_step} first: the run stopped after saving it and "
-                     f"before recording its evaluation.")
-      record_eval(start_step)
-    batches = devices.prefetch(run.train_batches(start_step))
-    start_time = time.monotonic() - progress["seconds"]
-    window_start, window_first_step = time.monotonic(), start_step
-    unchecked = None  # (step, losses) of a step whose losses were not yet checked for NaN
-    try:
+      if owed:
+        reporter.print(
+          f"Evaluating step {start_step} first: the run stopped after saving it and "
+          f"before recording its evaluation."
+        )
+        record_eval(start_step)
+      batches = devices.prefetch(run.train_batches(start_step))
+      start_time = time.monotonic() - progress["seconds"]
+      window_start, window_first_step = time.monotonic(), start_step
+      unchecked = None  # (step, losses) of a step whose losses were not yet checked for NaN
       for step in range(start_step + 1, run.total_steps + 1):
         batch = next(batches)
         if step == start_step + 1:  # compiled ahead of time, so that XLA says what memory it needs
@@ -328,8 +399,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           first_step_seconds = now - compiled_at
           reporter.print(f"First step, compilation included: {now - window_start:.1f}s")
           window_start, window_first_step = now, step
-        progress.update(step=step, seconds=time.monotonic() - start_time,
-                        examples_seen=step * config.batch_size, epoch=step // run.steps_per_epoch)
+        progress.update(
+          step=step,
+          seconds=time.monotonic() - start_time,
+          examples_seen=step * config.batch_size,
+          epoch=step // run.steps_per_epoch,
+        )
         last = step == run.total_steps
         log = step % config.log_every_steps == 0 or last
         save = step % config.checkpoint_every_steps == 0 or last or terminated
@@ -341,14 +416,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           sums = jax.device_get(state.train_sums)
           state = state.replace(train_sums=devices.put_state(zero_sums()))
           now = time.monotonic()
-          seconds_per_step = ((now - window_start) / (step - window_first_step)
-                              if step > window_first_step else first_step_seconds)
-          metrics = _train_metrics(sums, float(run.schedule(step - 1)),
-                                   config.batch_size / seconds_per_step, progress["seconds"],
-                                   step_memory)
+          seconds_per_step = (
+            (now - window_start) / (step - window_first_step)
+            if step > window_first_step
+            else first_step_seconds
+          )
+          metrics = _train_metrics(
+            sums,
+            float(run.schedule(step - 1)),
+            config.batch_size / seconds_per_step,
+            progress["seconds"],
+            step_memory,
+          )
           reporter.write(step, "train", metrics)
-          reporter.print(progress_line(step, run.total_steps, metrics,
-                                       seconds_per_step * (run.total_steps - step)))
+          reporter.print(
+            progress_line(
+              step, run.total_steps, metrics, seconds_per_step * (run.total_steps - step)
+            )
+          )
           window_start, window_first_step = now, step
         pause_start = time.monotonic()  # images/s counts training time only
         if save and step not in checkpoints.all_steps():
@@ -359,26 +444,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         window_start += time.monotonic() - pause_start
         if terminated:
           raise Interrupted(step, terminated[0])
-    finally:
-      checkpoints.close()
-      reporter.close()
   return state
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str,
-             step: int | None = None) -> dict[str, float]:
+def evaluate(
+  config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+) -> dict[str, float]:
   """Evaluates the checkpoint at `step` (default: the newest intact one) in `workdir`; writes
   nothing."""
   run = _Run(config, workdir)
   if not (run.workdir / "checkpoints").is_dir():
-    raise ConfigError(f"{run.workdir} has no checkpoints; train first with "
-                      f"`inception-jax train --config ... --workdir {workdir}`.")
-  checkpoints = Checkpoints(run.workdir, read_only=True)
-  state, progress, damaged = checkpoints.restore(run.abstract_state(), step)
+    raise ConfigError(
+      f"{run.workdir} has no checkpoints; train first with "
+      f"`inception-jax train --config ... --workdir {workdir}`."
+    )
+  with Checkpoints(run.workdir, read_only=True) as checkpoints:
+    state, progress, damaged = checkpoints.restore(run.abstract_state(), step)
   for skipped in damaged:
     print(skipped.skipped(f"evaluating step {progress['step']}"))
   state = devices.from_checkpoint(state)
-  checkpoints.close()
   eval_batches = run.eval_batches()
   metrics = _evaluate(devices.parallel_eval(make_eval_step(run.model)), state, eval_batches)
   print(eval_line(progress["step"], metrics))

@@ -38,13 +38,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if str(path).endswith(".safetensors"):
     from safetensors import SafetensorError  # pylint: disable=import-outside-toplevel
     from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+
     if not os.path.isfile(path):
       raise ConfigError(f"weights file {str(path)!r} does not exist.")
     try:
       return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
-      raise ConfigError(f"{path} is not a readable .safetensors file ({error}); it may be "
-                        f"truncated: download or save it again.") from None
+      raise ConfigError(
+        f"{path} is not a readable .safetensors file ({error}); it may be "
+        f"truncated: download or save it again."
+      ) from None
   return read_pth(path)
 
 
@@ -53,13 +56,14 @@ def read_bvlc(path: str | os.PathLike) -> dict[str, np.ndarray]:
   tensors = {}
   for layer, blobs in read_caffemodel(path).items():
     names = ("weight", "bias") if len(blobs) == 2 else tuple(f"blob{i}" for i in range(len(blobs)))
-    tensors.update({f"{layer}.{name}": blob for name, blob in zip(names, blobs)})
+    tensors.update({f"{layer}.{name}": blob for name, blob in zip(names, blobs, strict=True)})
   return tensors
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
   """One published weight set: where it comes from and what it expects."""
+
   description: str
   preset: str  # configs/imagenet.py's preset describing the network
   input_transform: str  # models.googlenet.INPUT_TRANSFORMS: what the network was trained to see
@@ -69,10 +73,17 @@ class Source:
 
 
 SOURCES = {
-    "torchvision": Source("torchvision's googlenet", "torchvision", "symmetric",
-                          read_state_dict, NAMINGS["torchvision"], TORCHVISION_URL),
-    "bvlc": Source("BVLC GoogLeNet (Caffe)", "paper", "caffe_bgr", read_bvlc, NAMINGS["bvlc"],
-                   BVLC_GOOGLENET_URL),
+  "torchvision": Source(
+    "torchvision's googlenet",
+    "torchvision",
+    "symmetric",
+    read_state_dict,
+    NAMINGS["torchvision"],
+    TORCHVISION_URL,
+  ),
+  "bvlc": Source(
+    "BVLC GoogLeNet (Caffe)", "paper", "caffe_bgr", read_bvlc, NAMINGS["bvlc"], BVLC_GOOGLENET_URL
+  ),
 }
 
 
@@ -83,8 +94,10 @@ def default_config(source: str) -> str:
 
 def _check_new_workdir(workdir: pathlib.Path) -> None:
   if workdir.is_file() or (workdir.is_dir() and any(workdir.iterdir())):
-    raise ConfigError(f"{workdir} already exists and is not empty (a run?); import into a new "
-                      f"--workdir. Nothing was written.")
+    raise ConfigError(
+      f"{workdir} already exists and is not empty (a run?); import into a new "
+      f"--workdir. Nothing was written."
+    )
 
 
 def _sha256(path: str) -> str:
@@ -95,8 +108,13 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def import_weights(source_name: str, weights_file: str, workdir: str, config_spec: str | None,
-                   overrides: Mapping[str, Any]) -> pathlib.Path:
+def import_weights(
+  source_name: str,
+  weights_file: str,
+  workdir: str,
+  config_spec: str | None,
+  overrides: Mapping[str, Any],
+) -> pathlib.Path:
   """Reads `weights_file` of `source_name` into the configured network; writes `workdir`.
 
   The config (default: configs/imagenet.py with the source's preset) computes in float32 unless
@@ -106,36 +124,47 @@ def import_weights(source_name: str, weights_file: str, workdir: str, config_spe
   target = pathlib.Path(workdir).absolute()
   _check_new_workdir(target)
   tensors = source.read(weights_file)
-  config = load_config(config_spec or default_config(source_name), {
-      "model.dtype": "float32", "model.input_transform": source.input_transform, **overrides})
+  config = load_config(
+    config_spec or default_config(source_name),
+    {"model.dtype": "float32", "model.input_transform": source.input_transform, **overrides},
+  )
   has_aux = any(key.startswith(aux_prefixes(source.naming)) for key in tensors)
   config.model.aux_heads = has_aux
   model = build_model(config.model)
   expected = variable_shapes(model, config.image_size)
-  variables = to_variables(tensors, model, expected, source.naming,
-                           f"{weights_file} (read as {source.description})")
+  variables = to_variables(
+    tensors, model, expected, source.naming, f"{weights_file} (read as {source.description})"
+  )
   tx = optim.optimizer(config, optax.constant_schedule(config.learning_rate))
   state = create_train_state(config, model, tx, variables)
 
-  origin = {"source": source_name, "file": str(pathlib.Path(weights_file).absolute()),
-            "sha256": _sha256(weights_file), "aux_heads": has_aux}
+  origin = {
+    "source": source_name,
+    "file": str(pathlib.Path(weights_file).absolute()),
+    "sha256": _sha256(weights_file),
+    "aux_heads": has_aux,
+  }
   partial = target.with_name(f".{target.name}.importing")
   shutil.rmtree(partial, ignore_errors=True)  # an earlier import of ours that was interrupted
   partial.mkdir(parents=True)
   (partial / "config.json").write_text(config_json(config))
-  checkpoints = Checkpoints(partial, keep=1)
-  checkpoints.save(0, devices.to_checkpoint(devices.put_state(state)),
-                   {"step": 0, "seconds": 0.0, "imported": origin})
-  checkpoints.close()
+  with Checkpoints(partial, keep=1) as checkpoints:
+    checkpoints.save(
+      0,
+      devices.to_checkpoint(devices.put_state(state)),
+      {"step": 0, "seconds": 0.0, "imported": origin},
+    )
   (partial / METRICS_FILE).write_text(json.dumps({"step": 0, "split": "import", **origin}) + "\n")
   if target.is_dir():  # empty, checked above
     target.rmdir()
   partial.rename(target)
   parameters = sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
-  print(f"Imported {source.description} from {weights_file} into {target}: "
-        f"{parameters:,} parameters{' (aux heads included)' if has_aux else ' (no aux heads)'}, "
-        f"{'float32' if config.model.dtype == 'float32' else config.model.dtype} compute, input "
-        f"transform {config.model.input_transform!r}.\nNext: inception-jax predict --workdir "
-        f"{workdir} IMAGE ... | inception-jax eval --workdir {workdir} | fine-tune with "
-        f"inception-jax train --config CONFIG --config.init_from={workdir} --workdir NEW")
+  print(
+    f"Imported {source.description} from {weights_file} into {target}: "
+    f"{parameters:,} parameters{' (aux heads included)' if has_aux else ' (no aux heads)'}, "
+    f"{'float32' if config.model.dtype == 'float32' else config.model.dtype} compute, input "
+    f"transform {config.model.input_transform!r}.\nNext: inception-jax predict --workdir "
+    f"{workdir} IMAGE ... | inception-jax eval --workdir {workdir} | fine-tune with "
+    f"inception-jax train --config CONFIG --config.init_from={workdir} --workdir NEW"
+  )
   return target

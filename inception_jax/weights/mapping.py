@@ -35,6 +35,7 @@ class Layer:
   steps in the branch); ("aux", k, "conv" | "fc1" | "fc2") for the k-th aux head;
   ("classifier",).
   """
+
   path: tuple[str, ...]
   kind: str  # "conv" (a ConvUnit) or "dense"
   role: tuple[Any, ...]
@@ -42,25 +43,33 @@ class Layer:
 
 def layers(model: GoogLeNet) -> list[Layer]:
   """Every layer of `model` that holds parameters, in the order the network runs them."""
-  found = [Layer(("conv1",), "conv", ("stem", 0)),
-           Layer(("conv2", "conv0"), "conv", ("stem", 1)),
-           Layer(("conv2", "conv1"), "conv", ("stem", 2))]
+  found = [
+    Layer(("conv1",), "conv", ("stem", 0)),
+    Layer(("conv2", "conv0"), "conv", ("stem", 1)),
+    Layer(("conv2", "conv1"), "conv", ("stem", 2)),
+  ]
   for name, branches in model.inception:
     for b, spec in enumerate(branches):
-      found += [Layer((name, f"branch{b}", f"conv{s}"), "conv", ("module", name, b, s, len(spec)))
-                for s, step in enumerate(spec) if isinstance(step, Conv)]
+      found += [
+        Layer((name, f"branch{b}", f"conv{s}"), "conv", ("module", name, b, s, len(spec)))
+        for s, step in enumerate(spec)
+        if isinstance(step, Conv)
+      ]
     if name in model.aux_from:
       head = f"aux_{name.rsplit('_', 1)[-1]}"
       k = model.aux_from.index(name)
-      found += [Layer((head, "conv"), "conv", ("aux", k, "conv")),
-                Layer((head, "fc1"), "dense", ("aux", k, "fc1")),
-                Layer((head, "fc2"), "dense", ("aux", k, "fc2"))]
+      found += [
+        Layer((head, "conv"), "conv", ("aux", k, "conv")),
+        Layer((head, "fc1"), "dense", ("aux", k, "fc1")),
+        Layer((head, "fc2"), "dense", ("aux", k, "fc2")),
+      ]
   return found + [Layer(("classifier",), "dense", ("classifier",))]
 
 
 @dataclasses.dataclass(frozen=True)
 class Naming:
   """How one source names our layers and their tensors."""
+
   layer_name: Callable[[tuple[Any, ...]], str]
   conv_leaves: Leaves
   ignored_suffixes: tuple[str, ...] = ()  # tensors the source has and we do not need
@@ -69,8 +78,10 @@ class Naming:
     """Our leaf ('params' | 'batch_stats', *path, leaf) -> the source's tensor name."""
     leaves = self.conv_leaves if layer.kind == "conv" else _DENSE
     name = self.layer_name(layer.role)
-    return {(collection, *layer.path, *rest): f"{name}{suffix}"
-            for (collection, *rest), suffix in leaves.items()}
+    return {
+      (collection, *layer.path, *rest): f"{name}{suffix}"
+      for (collection, *rest), suffix in leaves.items()
+    }
 
 
 _DENSE = {("params", "kernel"): ".weight", ("params", "bias"): ".bias"}
@@ -83,15 +94,22 @@ def _torchvision_layer(role: tuple[Any, ...]) -> str:
   if kind == "module":
     name, branch, step, steps = where
     return f"inception{name.rsplit('_', 1)[-1]}.branch{branch + 1}" + (
-        f".{step}" if steps > 1 else "")
+      f".{step}" if steps > 1 else ""
+    )
   if kind == "aux":
     return f"aux{where[0] + 1}.{where[1]}"
   return "fc"
 
 
 # BVLC's deploy.prototxt names the layers of an Inception module by their kernel.
-_BVLC_BRANCH_STEPS = {(0, 0): "1x1", (1, 0): "3x3_reduce", (1, 1): "3x3", (2, 0): "5x5_reduce",
-                      (2, 1): "5x5", (3, 1): "pool_proj"}
+_BVLC_BRANCH_STEPS = {
+  (0, 0): "1x1",
+  (1, 0): "3x3_reduce",
+  (1, 1): "3x3",
+  (2, 0): "5x5_reduce",
+  (2, 1): "5x5",
+  (3, 1): "pool_proj",
+}
 
 
 def _bvlc_layer(role: tuple[Any, ...]) -> str:
@@ -107,23 +125,28 @@ def _bvlc_layer(role: tuple[Any, ...]) -> str:
 
 
 NAMINGS = {
-    # torchvision's BasicConv2d: a bias-free conv, then BatchNorm.
-    "torchvision": Naming(
-        _torchvision_layer,
-        {("params", "conv", "kernel"): ".conv.weight", ("params", "bn", "scale"): ".bn.weight",
-         ("params", "bn", "bias"): ".bn.bias", ("batch_stats", "bn", "mean"): ".bn.running_mean",
-         ("batch_stats", "bn", "var"): ".bn.running_var"},
-        ignored_suffixes=(".num_batches_tracked",)),
-    # Caffe: a conv with a bias (blobs [weight, bias], read as LAYER.weight and LAYER.bias).
-    "bvlc": Naming(
-        _bvlc_layer,
-        {("params", "conv", "kernel"): ".weight", ("params", "conv", "bias"): ".bias"}),
+  # torchvision's BasicConv2d: a bias-free conv, then BatchNorm.
+  "torchvision": Naming(
+    _torchvision_layer,
+    {
+      ("params", "conv", "kernel"): ".conv.weight",
+      ("params", "bn", "scale"): ".bn.weight",
+      ("params", "bn", "bias"): ".bn.bias",
+      ("batch_stats", "bn", "mean"): ".bn.running_mean",
+      ("batch_stats", "bn", "var"): ".bn.running_var",
+    },
+    ignored_suffixes=(".num_batches_tracked",),
+  ),
+  # Caffe: a conv with a bias (blobs [weight, bias], read as LAYER.weight and LAYER.bias).
+  "bvlc": Naming(
+    _bvlc_layer, {("params", "conv", "kernel"): ".weight", ("params", "conv", "bias"): ".bias"}
+  ),
 }
 
 
 def aux_prefixes(naming: Naming, count: int = 2) -> tuple[str, ...]:
   """The name prefixes of the aux heads' tensors, to tell whether a file has them."""
-  return tuple(naming.layer_name(("aux", k, "conv"))[:-len("conv")] for k in range(count))
+  return tuple(naming.layer_name(("aux", k, "conv"))[: -len("conv")] for k in range(count))
 
 
 def _source_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -156,8 +179,13 @@ def _strip_leading_ones(value: np.ndarray, ndim: int) -> np.ndarray:
   return value
 
 
-def to_variables(tensors: Mapping[str, np.ndarray], model: GoogLeNet, expected: Mapping[str, Any],
-                 naming: Naming, what: str) -> dict[str, Any]:
+def to_variables(
+  tensors: Mapping[str, np.ndarray],
+  model: GoogLeNet,
+  expected: Mapping[str, Any],
+  naming: Naming,
+  what: str,
+) -> dict[str, Any]:
   """Our `params` and `batch_stats` for `model` from a source's tensors.
 
   `expected` is the model's variables (or their shapes). Every array of ours must be found with
@@ -180,18 +208,26 @@ def to_variables(tensors: Mapping[str, np.ndarray], model: GoogLeNet, expected: 
     used.add(key)
     value = _strip_leading_ones(tensors[key], len(shape))
     if value.shape != _source_shape(path[-1], shape):
-      misshaped.append(f"{key}: {tuple(np.shape(tensors[key]))} in the file, "
-                       f"{_source_shape(path[-1], shape)} needed for {ours}")
+      misshaped.append(
+        f"{key}: {tuple(np.shape(tensors[key]))} in the file, "
+        f"{_source_shape(path[-1], shape)} needed for {ours}"
+      )
       continue
     converted[path] = _convert(path[-1], value, channel_major)
-  unknown = [f"{key}: {tuple(np.shape(tensors[key]))}" for key in sorted(tensors)
-             if key not in used and not key.endswith(naming.ignored_suffixes)]
+  unknown = [
+    f"{key}: {tuple(np.shape(tensors[key]))}"
+    for key in sorted(tensors)
+    if key not in used and not key.endswith(naming.ignored_suffixes)
+  ]
   if missing or misshaped or unknown:
-    groups = [(f"{len(misshaped)} with another shape", misshaped),
-              (f"{len(missing)} of the network's {len(sources)} missing", missing),
-              (f"{len(unknown)} of the file's {len(tensors)} not part of this network", unknown)]
+    groups = [
+      (f"{len(misshaped)} with another shape", misshaped),
+      (f"{len(missing)} of the network's {len(sources)} missing", missing),
+      (f"{len(unknown)} of the file's {len(tensors)} not part of this network", unknown),
+    ]
     problems = "".join(f"\n{title}:{listed(lines, MAX_LISTED)}" for title, lines in groups if lines)
     raise ConfigError(
-        f"{what} does not match the configured network. Tensors{problems}\nIs it the right "
-        f"file, and the config the network it holds? Nothing was written.")
+      f"{what} does not match the configured network. Tensors{problems}\nIs it the right "
+      f"file, and the config the network it holds? Nothing was written."
+    )
   return unflatten_dict(converted)
