@@ -127,6 +127,40 @@ def load_workdir_config(
   return apply_overrides(ml_collections.ConfigDict(_tuples(saved)), overrides or {})
 
 
+def load_ensemble_config(
+  workdirs: Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None = None
+) -> ml_collections.ConfigDict:
+  """The first workdir's config.json, once every other workdir's network (config.model) and eval
+  data (data.name, data.eval_split, image_size) are found to be the same: an ensemble is averaged
+  over one network's outputs on one set of images."""
+  configs = [load_workdir_config(workdir, overrides) for workdir in workdirs]
+  shared = [
+    "image_size",
+    "data.name",
+    "data.eval_split",
+    *(f"model.{k}" for k in flat_keys(configs[0].model)),
+  ]
+  for workdir, config in zip(workdirs[1:], configs[1:], strict=True):
+    differ = [key for key in shared if _get(config, key) != _get(configs[0], key)]
+    if differ:
+      pairs = [f"{key} ({_get(config, key)!r} against {_get(configs[0], key)!r})" for key in differ]
+      raise ConfigError(
+        f"{workdir} cannot join an ensemble with {workdirs[0]}: their configs differ in "
+        f"{', '.join(pairs)}. An ensemble averages one network's softmax over the same images."
+      )
+  return configs[0]
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  """The value at a dotted key, None where the config lacks it."""
+  value: Any = config
+  for part in key.split("."):
+    if not isinstance(value, ml_collections.ConfigDict) or part not in value:
+      return None
+    value = value[part]
+  return value
+
+
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
   """Every leaf key as a dotted path, e.g. 'model.widths.inception_3a'."""
   keys = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import signal
 import sys
@@ -11,7 +12,12 @@ from collections.abc import Sequence
 import absl.logging
 
 from inception_jax.bench.options import BenchOptions
-from inception_jax.config import load_config, load_workdir_config, parse_override_args
+from inception_jax.config import (
+  load_config,
+  load_ensemble_config,
+  load_workdir_config,
+  parse_override_args,
+)
 from inception_jax.errors import ConfigError
 from inception_jax.weights.sources import BVLC_GOOGLENET_URL, TORCHVISION_URL
 
@@ -59,13 +65,30 @@ def _parser() -> argparse.ArgumentParser:
   evaluate = commands.add_parser(
     "eval",
     allow_abbrev=False,
-    help="evaluate a checkpoint of a run",
-    description="Evaluates the latest (or the chosen) checkpoint in a workdir on the eval split.",
+    help="evaluate a checkpoint of a run, or an ensemble of runs",
+    description="Evaluates the latest (or the chosen) checkpoint in a workdir on the eval split, "
+    "with 1, 10 or 144 views of each image (the paper's Section 7); several workdirs are an "
+    "ensemble, their softmax averaged (the paper's seven models).",
   )
   evaluate.add_argument("--config", help=CONFIG_HELP + WORKDIR_CONFIG)
-  evaluate.add_argument("--workdir", required=True, help="the run's workdir")
   evaluate.add_argument(
-    "--step", type=int, default=None, help="the checkpoint's step (default: the latest)"
+    "--workdir",
+    required=True,
+    action="append",
+    help="the run's workdir; repeat it for an ensemble of runs of one network",
+  )
+  evaluate.add_argument(
+    "--step", type=int, default=None, help="the checkpoints' step (default: the latest)"
+  )
+  evaluate.add_argument(
+    "--crops",
+    type=int,
+    default=1,
+    help="views per image, softmax averaged: 1 (the centre crop), 10 (four corners and the "
+    "centre, mirrored), 144 (4 scales x 3 squares x 6 crops x 2 mirrors) (default: 1)",
+  )
+  evaluate.add_argument(
+    "--json", action="store_true", help="print the result as one JSON line (the last line)"
   )
   predict = commands.add_parser(
     "predict",
@@ -142,6 +165,14 @@ def _parser() -> argparse.ArgumentParser:
   )
   sweep.add_argument(
     "--dry-run", action="store_true", help="print each point's train command instead of running it"
+  )
+  sweep.add_argument(
+    "--parallel",
+    type=int,
+    default=1,
+    metavar="N",
+    help="run up to N points at once, each on its own GPUs, TPU chips or CPU cores (the "
+    "machine's split evenly; default: 1)",
   )
   bench = commands.add_parser(
     "bench",
@@ -265,13 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         index=args.index,
         count=args.count,
         dry_run=args.dry_run,
+        parallel=args.parallel,
       )
     if args.command == "import-weights":
       from inception_jax.weights.importer import import_weights
 
       import_weights(args.source, args.weights, args.workdir, args.config, overrides)
       return 0
-    if args.config is None:  # eval and predict: the config the run itself wrote
+    if args.config is None and args.command == "eval":  # the config the runs themselves wrote
+      config = load_ensemble_config(args.workdir, overrides)
+    elif args.config is None:  # predict
       config = load_workdir_config(args.workdir, overrides)
     else:
       config = load_config(args.config, overrides)
@@ -305,9 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     elif args.command == "eval":
+      from inception_jax.training.reporting import eval_line
       from inception_jax.training.trainer import evaluate
 
-      evaluate(config, args.workdir, args.step)
+      result = evaluate(config, args.workdir, args.step, args.crops)
+      print(json.dumps(result) if args.json else eval_line(result["step"], result, args.crops))
     elif args.command == "predict":
       from inception_jax.predict import format_predictions, predict
 

@@ -54,6 +54,17 @@ def run_command(command, workdir, overrides, devices=1, extra=()):
   )
 
 
+def run_in_process(capfd, command, workdir, overrides, extra=()) -> subprocess.CompletedProcess:
+  """The command run by its entry point in this process (no start-up of its own, compiled steps
+  shared), with what it printed, at the file-descriptor level, as a finished process's."""
+  from inception_jax.main import main  # pylint: disable=import-outside-toplevel
+
+  capfd.readouterr()
+  code = main(command_line(command, workdir, overrides, extra)[3:])
+  out, err = capfd.readouterr()
+  return subprocess.CompletedProcess(command, code, out, err)
+
+
 def start_train(workdir, overrides):
   return subprocess.Popen(
     command_line("train", workdir, overrides),

@@ -5,7 +5,8 @@ newest intact one and say which they skipped and why, `eval --step` names the da
 `train` moves the damaged folder aside to `<step>.damaged`. The temporary folder of a save that a
 kill interrupted is removed when `train` starts again, never by `eval`. Nothing intact is touched.
 One 12-step run (checkpoints 4, 8, 12) serves the module; each test damages a copy of it. Workdirs
-that cannot be written are refused before anything is built.
+that cannot be written are refused before anything is built. Where the process itself does not
+matter, the command runs in this one (helpers.run_in_process), which spares its start-up.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import subprocess
 import sys
 
 import pytest
-from helpers import STEPS, command_line, digest, run_command, subprocess_env, without_timing
+from helpers import (
+  STEPS,
+  command_line,
+  digest,
+  run_command,
+  run_in_process,
+  subprocess_env,
+  without_timing,
+)
 
 from inception_jax.training.reporting import read_metrics
 
@@ -49,13 +58,13 @@ def _clean(result) -> None:
   assert "Traceback" not in result.stderr, result.stderr
 
 
-def test_eval_falls_back_from_a_truncated_checkpoint_and_refuses_it_by_step(workdir, tiny):
+def test_eval_falls_back_from_a_truncated_checkpoint_and_refuses_it_by_step(workdir, tiny, capfd):
   checkpoints = workdir / "checkpoints"
   cut = _largest_file(checkpoints / str(STEPS))
   os.truncate(cut, cut.stat().st_size // 2)
   before = digest(workdir)
 
-  latest = run_command("eval", workdir, tiny)
+  latest = run_in_process(capfd, "eval", workdir, tiny)
   assert latest.returncode == 0, latest.stderr
   assert (
     "Skipped the checkpoint at step 12, which is damaged (state: OUT_OF_RANGE: Requested byte range"
@@ -65,7 +74,7 @@ def test_eval_falls_back_from_a_truncated_checkpoint_and_refuses_it_by_step(work
   assert f"top1 {100 * _eval_top1(workdir, 8):.2f}%" in latest.stdout  # what the run logged at 8
   _clean(latest)
 
-  chosen = run_command("eval", workdir, tiny, extra=("--step", str(STEPS)))
+  chosen = run_in_process(capfd, "eval", workdir, tiny, extra=("--step", str(STEPS)))
   assert chosen.returncode == 2, chosen.stderr
   errors = [line for line in chosen.stderr.splitlines() if "inception-jax" in line]
   assert len(errors) == 1 and errors[0].startswith(
@@ -95,7 +104,7 @@ def _empty(folder: pathlib.Path) -> None:
   ids=["a data file deleted", "an empty step folder, with an earlier 12.damaged"],
 )
 def test_train_resumes_from_the_newest_intact_checkpoint_and_moves_the_damaged_one_aside(
-  workdir, tiny_run, tiny, damage, reason, earlier, aside
+  workdir, tiny_run, tiny, damage, reason, earlier, aside, capfd
 ):
   checkpoints = workdir / "checkpoints"
   damage(checkpoints / "12")
@@ -104,7 +113,7 @@ def test_train_resumes_from_the_newest_intact_checkpoint_and_moves_the_damaged_o
     (checkpoints / "12.damaged" / "note").write_text("earlier")
   before = {name: digest(checkpoints / name) for name in ("4", "8", "12")}
 
-  result = run_command("train", workdir, tiny)
+  result = run_in_process(capfd, "train", workdir, tiny)
   assert result.returncode == 0, result.stderr
   _clean(result)
   assert f"Skipped the checkpoint at step 12, which is damaged ({reason}" in result.stdout
@@ -235,7 +244,7 @@ def test_a_workdir_without_write_permission_is_refused_before_anything_is_built(
 
 
 @pytest.mark.parametrize("lost", [8, 12], ids=["mid-run", "final"])
-def test_an_evaluation_lost_after_its_checkpoint_is_run_on_resume(workdir, tiny, lost):
+def test_an_evaluation_lost_after_its_checkpoint_is_run_on_resume(workdir, tiny, lost, capfd):
   """A kill after the checkpoint at an eval step but before its evaluation was recorded: the same
   command evaluates that step first, so metrics.jsonl ends as the uninterrupted run's."""
   records = read_metrics(workdir)
@@ -243,7 +252,7 @@ def test_an_evaluation_lost_after_its_checkpoint_is_run_on_resume(workdir, tiny,
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
   for later in range(lost + 1, STEPS + 1):
     shutil.rmtree(workdir / "checkpoints" / str(later), ignore_errors=True)
-  result = run_command("train", workdir, tiny)
+  result = run_in_process(capfd, "train", workdir, tiny)
   assert result.returncode == 0, result.stderr
   assert f"Evaluating step {lost} first" in result.stdout
   assert without_timing(read_metrics(workdir)) == without_timing(records)

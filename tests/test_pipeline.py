@@ -179,7 +179,7 @@ def test_eval_sees_every_example_once_in_equal_batch_counts(digits, process_coun
     assert len(batches) == num_batches
     counts.add(num_batches)
     for batch in batches:
-      assert batch["image"].shape == (local_batch, 8, 8, 3)
+      assert batch["image"].shape == (local_batch, 1, 8, 8, 3)  # one view of each image
       assert batch["mask"].shape == (local_batch,)
       padding = batch["mask"] == 0
       assert not batch["image"][padding].any() and not batch["label"][padding].any()

@@ -93,10 +93,10 @@ def test_training_writes_config_metrics_checkpoints_and_events(tiny_run, tiny):
   final = records[-1]
   assert final["count"] == 360 and 0 < final["top1"] <= final["top5"] <= 1.0
   # `eval` re-evaluates the saved step and gets the numbers the run logged.
-  again = evaluate(tiny_config(tiny), str(tiny_run))
+  again = evaluate(tiny_config(tiny), [str(tiny_run)])
   assert again["step"] == STEPS
   assert again["top1"] == final["top1"] and again["loss"] == pytest.approx(final["loss"], rel=1e-6)
-  at_8 = evaluate(tiny_config(tiny), str(tiny_run), step=8)
+  at_8 = evaluate(tiny_config(tiny), [str(tiny_run)], step=8)
   assert at_8["step"] == 8 and at_8["top1"] == records[2]["top1"]
 
 

@@ -1,4 +1,9 @@
-"""Two seeds of the tiny config for 12 steps: a sweep whose points compile to one program."""
+"""Two configurations (flips on and off) x two seeds of the tiny config for 12 steps, evaluated
+with 1 and 10 crops, and each configuration's seeds as an ensemble.
+
+Flipping is in the input pipeline, not in the compiled step, so all four points compile to one
+program.
+"""
 
 import ml_collections
 
@@ -30,5 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
   )
 
 
+COMPARE = [("flip=true", "flip=false")]
+EVAL_CROPS = (1, 10)
+
+
 def get_hyper(hyper):
-  return hyper.sweep("seed", [0, 1])
+  return hyper.product([hyper.sweep("augment.flip", [False, True]), hyper.seeds(2)])

@@ -21,6 +21,7 @@ from inception_jax.data import (
   digits,  # noqa: F401  (registers sklearn_digits with TFDS)
   preprocess,
 )
+from inception_jax.data.crops import CROPS, multi_crop
 from inception_jax.errors import ConfigError, did_you_mean
 
 # Keeps shuffle seeds of different epochs and config seeds apart: seed * EPOCH_STRIDE + epoch.
@@ -68,7 +69,10 @@ def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     try:
       builder.download_and_prepare(download_config=config)
     except Exception as error:  # TFDS raises anything from AssertionError to network errors
-      raise _prepare_error(data.name, builder, data.manual_dir, error) from error
+      # Another process preparing the same folder (an array task) may have finished first.
+      builder = tfds.builder(data.name, data_dir=data.dir or None)
+      if not builder.is_prepared():
+        raise _prepare_error(data.name, builder, data.manual_dir, error) from error
   supervised_keys(builder)
   return builder
 
@@ -182,12 +186,17 @@ def eval_dataset(
   local_batch: int,
   process_index: int,
   process_count: int,
+  crops: int = 1,
 ) -> tuple[tf.data.Dataset, int]:
   """This process's share of the eval split, every example once, and the number of batches.
 
-  Batches carry a "mask" (1 real, 0 padding): the last batch is padded to full size, and every
-  process yields the same number of batches so the pmapped eval steps stay in lockstep.
+  Each example's "image" holds its `crops` views (data.crops: 1, 10 or 144), uint8
+  [crops, size, size, 3]. Batches carry a "mask" (1 real, 0 padding): the last batch is padded to
+  full size, and every process yields the same number of batches so the pmapped eval steps stay
+  in lockstep.
   """
+  if crops not in CROPS:
+    raise ConfigError(f"crops={crops}: choose one of {', '.join(map(str, CROPS))}.")
   data = config.data
   split = tfds.split_for_jax_process(
     data.eval_split, process_index=process_index, process_count=process_count
@@ -196,8 +205,13 @@ def eval_dataset(
   num_batches = math.ceil(per_process / local_batch)
   jpeg = _is_jpeg(builder)
 
-  def center(encoded: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-    image = preprocess.eval_image(encoded, config.image_size, data.eval_crop_fraction, jpeg)
+  def views(encoded: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
+    if crops == 1:
+      image = preprocess.eval_image(encoded, config.image_size, data.eval_crop_fraction, jpeg)
+      image = image[None]
+    else:
+      decoded = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+      image = multi_crop(decoded, config.image_size, crops, data.eval_crop_fraction)[0]
     return {"image": image, "label": label, "mask": tf.constant(1, tf.int32)}
 
   def pad(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -208,7 +222,7 @@ def eval_dataset(
     }
 
   batches = _examples(builder, split, config.seed).map(
-    center, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
   )
   batches = batches.batch(local_batch).map(pad)
   empty = tf.data.Dataset.from_tensors(

@@ -12,6 +12,13 @@ A sweep file is a config file (its `get_config()` is the base config) that also 
 and optionally `METRICS`, the report's columns (names from `inception_jax.sweeps.report.METRICS`).
 Every point is an `inception-jax train` command: the sweep file as its config plus the point's
 overrides on the command line, so any point can be rerun (or debugged) on its own.
+
+Repeating a grid over seeds (`hyper.product([grid, hyper.seeds(3)])`) makes points that differ only
+in `seed`: they form one configuration (`Point.group`, the point's name without its seed), which
+the report summarizes over its seeds. `COMPARE`, a list of (configuration, configuration) pairs,
+asks the report for their paired differences. `EVAL_CROPS` (default (1,)) lists the test
+protocols (`inception-jax eval --crops`) every finished point and every configuration's ensemble
+of seeds are evaluated with.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from typing import Any
 import ml_collections
 
 from inception_jax.config import apply_overrides, load_config_module, module_config, run_user_code
-from inception_jax.errors import ConfigError
+from inception_jax.data.crops import CROPS
+from inception_jax.errors import ConfigError, did_you_mean
 
 Overrides = dict[str, Any]
 
@@ -46,6 +54,14 @@ class Hyper:
   def fixed(key: str, value: Any) -> list[Overrides]:
     """One key at one value, for use inside product or zip."""
     return Hyper.sweep(key, [value])
+
+  @staticmethod
+  def seeds(count: int, first: int = 0) -> list[Overrides]:
+    """`count` values of config.seed (first, first + 1, ...): in a product, every other point is
+    repeated once per seed."""
+    if count < 1:
+      raise ConfigError(f"hyper.seeds({count}): need at least one seed.")
+    return Hyper.sweep("seed", range(first, first + count))
 
   @staticmethod
   def product(grids: Sequence[list[Overrides]]) -> list[Overrides]:
@@ -100,6 +116,18 @@ class Point:
   def args(self) -> list[str]:
     return [f"--config.{key}={command_value(value)}" for key, value in self.overrides.items()]
 
+  @property
+  def seed(self) -> int | None:
+    return self.overrides.get("seed")
+
+  @property
+  def group(self) -> str:
+    """The configuration this point repeats: its name without the seed ('base' if nothing else)."""
+    if "seed" not in self.overrides:
+      return self.name
+    seed_part = f"seed={_name_value(self.overrides['seed'])}"
+    return ",".join(part for part in self.name.split(",") if part != seed_part) or "base"
+
 
 def _points(grid: list[Overrides]) -> list[Point]:
   """Points named after their overrides, e.g. 'module=naive,aux_heads=false'."""
@@ -133,6 +161,8 @@ class Sweep:
   common: Mapping[str, str]  # command-line overrides applied to every point
   points: list[Point]
   metrics: tuple[str, ...] | None
+  compare: tuple[tuple[str, str], ...]  # pairs of configurations (Point.group) to difference
+  eval_crops: tuple[int, ...]  # test protocols: views per image (1, 10, 144)
   module: Any
 
   def config(self, point: Point) -> ml_collections.ConfigDict:
@@ -176,14 +206,48 @@ def load_sweep(spec: str, common: Mapping[str, str] | None = None) -> Sweep:
     )
   title = ((module.__doc__ or "").strip().splitlines() or [os.path.basename(path)])[0].rstrip(".")
   metrics = getattr(module, "METRICS", None)
+  points = _points(grid)
   return Sweep(
     spec=spec,
     title=title,
     common=dict(common or {}),
-    points=_points(grid),
+    points=points,
     metrics=tuple(metrics) if metrics is not None else None,
+    compare=_pairs(path, getattr(module, "COMPARE", ()), {point.group for point in points}),
+    eval_crops=_eval_crops(path, getattr(module, "EVAL_CROPS", (1,))),
     module=module,
   )
+
+
+def _eval_crops(path: str, crops: Any) -> tuple[int, ...]:
+  if (
+    not isinstance(crops, (list, tuple))
+    or not crops
+    or any(count not in CROPS for count in crops)
+    or len(set(crops)) != len(crops)
+  ):
+    raise ConfigError(
+      f"{path}: EVAL_CROPS must list distinct crop counts from {CROPS}, got {crops!r}."
+    )
+  return tuple(crops)
+
+
+def _pairs(path: str, compare: Any, groups: set[str]) -> tuple[tuple[str, str], ...]:
+  """The sweep file's COMPARE, checked: pairs of configuration names that the grid has."""
+  if not isinstance(compare, (list, tuple)) or not all(
+    isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in compare
+  ):
+    raise ConfigError(
+      f"{path}: COMPARE must be a list of (configuration, configuration) pairs, got {compare!r}."
+    )
+  for name in (name for pair in compare for name in pair):
+    if name not in groups:
+      raise ConfigError(
+        f"{path}: COMPARE names {name!r}, which is no configuration of the grid"
+        f"{did_you_mean(name, groups)}; configurations are the point names without their seed: "
+        f"{', '.join(sorted(groups))}."
+      )
+  return tuple((a, b) for a, b in compare)
 
 
 def shell_command(command: Sequence[str]) -> str:

@@ -82,9 +82,16 @@ def progress_line(
   )
 
 
-def eval_line(step: int, metrics: dict[str, float]) -> str:
+def eval_line(step: int | list[int], metrics: dict[str, float], crops: int = 1) -> str:
+  """'eval at step 120: ...'; an ensemble's steps as a list: 'eval of 3 models (steps ...)'."""
+  what = (
+    f"eval at step {step}"
+    if isinstance(step, int)
+    else f"eval of {len(step)} models (steps {', '.join(map(str, step))})"
+  )
+  views = f", {crops} crops per image" if crops > 1 else ""
   return (
-    f"eval at step {step}: loss {metrics['loss']:.4f} | top1 {100 * metrics['top1']:.2f}% | "
+    f"{what}{views}: loss {metrics['loss']:.4f} | top1 {100 * metrics['top1']:.2f}% | "
     f"top5 {100 * metrics['top5']:.2f}% | {metrics['count']:,.0f} images"
   )
 

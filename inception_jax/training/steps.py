@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax
@@ -36,9 +36,15 @@ class TrainState:
   rng: jax.Array
   train_sums: Metrics
 
-  def eval_params(self) -> Any:
-    """The averaged weights when Polyak averaging is on (the paper's test-time model)."""
-    return self.ema_params or self.params
+  def eval_variables(self) -> dict[str, Any]:
+    """What evaluation runs: the averaged weights when Polyak averaging is on (the paper's
+    test-time model), and the BatchNorm statistics."""
+    return {"params": self.ema_params or self.params, "batch_stats": self.batch_stats}
+
+
+def stack_models(variables: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """Models' variables stacked on a new leading axis: the eval step's ensemble (of one, or more)."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *variables)
 
 
 def zero_sums() -> Metrics:
@@ -162,19 +168,37 @@ def make_train_step(
   return train_step
 
 
-def make_eval_step(model: GoogLeNet) -> Callable[[TrainState, Batch], Metrics]:
-  """Sums of loss, top-1 and top-5 hits and real examples (padding masked out) over AXIS."""
+def make_eval_step(model: GoogLeNet) -> Callable[[dict[str, Any], Batch], Metrics]:
+  """Sums of loss, top-1 and top-5 hits and real examples (padding masked out) over AXIS.
 
-  def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    logits = model.apply(
-      {"params": state.eval_params(), "batch_stats": state.batch_stats}, batch["image"], train=False
-    ).logits
+  The step takes models stacked on a leading axis (`stack_models`) and images with their views,
+  [batch, views, height, width, 3], and averages the softmax over models and views (the paper's
+  ensembles and multi-crop test): probabilities, not logits, accumulated in log space one model
+  and one view at a time, so memory is that of a one-view batch. With one model and one view the
+  log-probabilities are log_softmax's, bit for bit.
+  """
+
+  def eval_step(models: dict[str, Any], batch: Batch) -> Metrics:
+    views = jnp.moveaxis(batch["image"], 1, 0)
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+
+    def add_model(total: jax.Array, variables: dict[str, Any]) -> tuple[jax.Array, None]:
+      def add_view(total: jax.Array, images: jax.Array) -> tuple[jax.Array, None]:
+        logits = model.apply(variables, images, train=False).logits.astype(jnp.float32)
+        return jnp.logaddexp(total, jax.nn.log_softmax(logits)), None
+
+      return jax.lax.scan(add_view, total, views)[0], None
+
+    start = jnp.full((labels.shape[0], model.num_classes), -jnp.inf, jnp.float32)
+    total = jax.lax.scan(add_model, start, models)[0]
+    count = jax.tree.leaves(models)[0].shape[0] * views.shape[0]
+    log_probs = total - jnp.log(jnp.float32(count))
+    loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
     return jax.lax.psum(
       {
-        "loss": (_cross_entropy(logits, labels) * mask).sum(),
-        "top1": (_correct(logits, labels, 1) * mask).sum(),
-        "top5": (_correct(logits, labels, 5) * mask).sum(),
+        "loss": (loss * mask).sum(),
+        "top1": (_correct(log_probs, labels, 1) * mask).sum(),
+        "top5": (_correct(log_probs, labels, 5) * mask).sum(),
         "count": mask.sum(),
       },
       AXIS,

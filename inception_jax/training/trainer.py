@@ -16,7 +16,7 @@ import os
 import pathlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -38,6 +38,7 @@ from inception_jax.training.steps import (
   initial_variables,
   make_eval_step,
   make_train_step,
+  stack_models,
   zero_sums,
 )
 
@@ -146,13 +147,14 @@ class _Run:
     sharding = devices.checkpoint_sharding()
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
-  def eval_batches(self) -> tf.data.Dataset:
+  def eval_batches(self, crops: int = 1) -> tf.data.Dataset:
     return input_pipeline.eval_dataset(
       self.builder,
       self.config,
       local_batch=self.local_batch,
       process_index=devices.process_index(),
       process_count=devices.process_count(),
+      crops=crops,
     )[0]
 
   def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
@@ -167,11 +169,12 @@ class _Run:
     return tfds.as_numpy(dataset)
 
 
-def _evaluate(eval_step, state: TrainState, batches: tf.data.Dataset) -> dict[str, float]:
-  """Loss, top-1 and top-5 over the whole eval split (every process's share)."""
+def _evaluate(eval_step, models: dict[str, Any], batches: tf.data.Dataset) -> dict[str, float]:
+  """Loss, top-1 and top-5 of the models (stacked: an ensemble of one or more) over the whole
+  eval split (every process's share)."""
   sums = None
   for batch in devices.prefetch(tfds.as_numpy(batches)):
-    step_sums = eval_step(state, batch)
+    step_sums = eval_step(models, batch)
     sums = step_sums if sums is None else jax.tree.map(np.add, sums, step_sums)
   sums = jax.device_get(sums)
   count = float(sums["count"])
@@ -368,7 +371,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       eval_batches = run.eval_batches()
 
       def record_eval(step: int) -> None:
-        metrics = {**_evaluate(eval_step, state, eval_batches), "seconds": progress["seconds"]}
+        models = stack_models([state.eval_variables()])
+        metrics = {**_evaluate(eval_step, models, eval_batches), "seconds": progress["seconds"]}
         reporter.write(step, "eval", metrics)
         reporter.print(eval_line(step, metrics))
 
@@ -448,22 +452,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def evaluate(
-  config: ml_collections.ConfigDict, workdir: str, step: int | None = None
-) -> dict[str, float]:
-  """Evaluates the checkpoint at `step` (default: the newest intact one) in `workdir`; writes
-  nothing."""
-  run = _Run(config, workdir)
-  if not (run.workdir / "checkpoints").is_dir():
-    raise ConfigError(
-      f"{run.workdir} has no checkpoints; train first with "
-      f"`inception-jax train --config ... --workdir {workdir}`."
-    )
-  with Checkpoints(run.workdir, read_only=True) as checkpoints:
-    state, progress, damaged = checkpoints.restore(run.abstract_state(), step)
-  for skipped in damaged:
-    print(skipped.skipped(f"evaluating step {progress['step']}"))
-  state = devices.from_checkpoint(state)
-  eval_batches = run.eval_batches()
-  metrics = _evaluate(devices.parallel_eval(make_eval_step(run.model)), state, eval_batches)
-  print(eval_line(progress["step"], metrics))
-  return {"step": progress["step"], **metrics}
+  config: ml_collections.ConfigDict,
+  workdirs: Sequence[str],
+  step: int | None = None,
+  crops: int = 1,
+) -> dict[str, Any]:
+  """Evaluates the checkpoint at `step` (default: the newest intact one) of each workdir on the
+  eval split, with `crops` views of each image (1, 10 or 144, data.crops); several workdirs are
+  an ensemble, their softmax averaged. Every workdir's checkpoint must fit `config`'s network.
+  Writes nothing; returns {"step" (a list for an ensemble), "crops", "workdirs", "loss", "top1",
+  "top5", "count"}."""
+  run = _Run(config, workdirs[0])
+  batches = run.eval_batches(crops)  # checks `crops` before any checkpoint is read
+  models, steps = [], []
+  for workdir in workdirs:
+    path = pathlib.Path(workdir)
+    if not (path / "checkpoints").is_dir():
+      raise ConfigError(
+        f"{path} has no checkpoints; train first with "
+        f"`inception-jax train --config ... --workdir {workdir}`."
+      )
+    with Checkpoints(path, read_only=True) as checkpoints:
+      state, progress, damaged = checkpoints.restore(run.abstract_state(), step)
+    for skipped in damaged:
+      print(skipped.skipped(f"evaluating step {progress['step']}"))
+    models.append(devices.from_checkpoint(state).eval_variables())
+    steps.append(progress["step"])
+  eval_step = devices.parallel_eval(make_eval_step(run.model))
+  metrics = _evaluate(eval_step, stack_models(models), batches)
+  step_or_steps = steps[0] if len(steps) == 1 else steps
+  return {"step": step_or_steps, "crops": crops, "workdirs": list(workdirs), **metrics}
