@@ -10,17 +10,6 @@ import ml_collections
 from inception_jax.config import load_config
 
 TINY_CONFIG = __file__.rsplit("/", 1)[0] + "/tiny_config.py"
-METRICS = (
-  "params",
-  "macs",
-  "final_top1",
-  "final_top5",
-  "best_top1",
-  "images_per_second",
-  "wall_time",
-  "step_memory",
-  "peak_memory",
-)
 
 
 def get_config() -> ml_collections.ConfigDict:
