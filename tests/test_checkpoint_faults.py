@@ -90,6 +90,15 @@ def _delete_a_data_file(folder: pathlib.Path) -> None:
   _largest_file(folder / "state").unlink()
 
 
+def _garble(folder: pathlib.Path) -> None:
+  """Flips bits through the largest data file, keeping its size: only decoding can tell."""
+  path = _largest_file(folder / "state")
+  data = bytearray(path.read_bytes())
+  for i in range(100, len(data), 7):
+    data[i] ^= 0x5A
+  path.write_bytes(bytes(data))
+
+
 def _empty(folder: pathlib.Path) -> None:
   shutil.rmtree(folder)
   folder.mkdir()
@@ -99,9 +108,14 @@ def _empty(folder: pathlib.Path) -> None:
   "damage, reason, earlier, aside",
   [
     (_delete_a_data_file, "state: no data for ", False, "12.damaged"),
+    (_garble, "state: FAILED_PRECONDITION: Error reading ", False, "12.damaged"),
     (_empty, "state and progress missing in it", True, "12.damaged.2"),
   ],
-  ids=["a data file deleted", "an empty step folder, with an earlier 12.damaged"],
+  ids=[
+    "a data file deleted",
+    "bytes garbled in place",
+    "an empty step folder, with an earlier 12.damaged",
+  ],
 )
 def test_train_resumes_from_the_newest_intact_checkpoint_and_moves_the_damaged_one_aside(
   workdir, tiny_run, tiny, damage, reason, earlier, aside, capfd
