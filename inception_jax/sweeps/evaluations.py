@@ -29,11 +29,16 @@ def read_json(path: pathlib.Path) -> dict[str, Any]:
   return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_json(path: pathlib.Path, data: Mapping[str, Any]) -> None:
-  """Atomically: shares of an array job finishing together never leave half a file."""
+def write_atomically(path: pathlib.Path, text: str) -> None:
+  """Shares of an array job finishing together never leave half a file: each writes its own
+  partial file and renames it over `path`."""
   partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-  partial.write_text(json.dumps(data, indent=2) + "\n")
+  partial.write_text(text)
   os.replace(partial, path)
+
+
+def _write_json(path: pathlib.Path, data: Mapping[str, Any]) -> None:
+  write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def _final_step(point_dir: pathlib.Path) -> int | None:

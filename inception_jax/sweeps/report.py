@@ -22,7 +22,7 @@ from inception_jax.data.crops import CROPS
 from inception_jax.errors import ConfigError, did_you_mean
 from inception_jax.summarize import cost_rows
 from inception_jax.sweeps import stats
-from inception_jax.sweeps.evaluations import ENSEMBLE_DIR, POINT_FILE, read_json
+from inception_jax.sweeps.evaluations import ENSEMBLE_DIR, POINT_FILE, read_json, write_atomically
 from inception_jax.sweeps.grid import Point, Sweep, command_value
 from inception_jax.training import devices
 from inception_jax.training.reporting import format_duration, read_metrics
@@ -461,13 +461,6 @@ def _plot(groups: Sequence[Configuration], path: pathlib.Path) -> None:
   plt.close(figure)
 
 
-def _replace(path: pathlib.Path, text: str) -> None:
-  """Writes atomically: array tasks finishing together never leave a half-written report."""
-  partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-  partial.write_text(text)
-  os.replace(partial, path)
-
-
 def write_report(
   sweep: Sweep,
   workdir: pathlib.Path,
@@ -481,9 +474,11 @@ def write_report(
   groups = configurations(results, metrics, ensembles)
   paired = differences(results, sweep.compare, metrics)
   paths = [workdir / name for name in ("results.csv", "summary.csv", "results.md", "curves.png")]
-  _replace(paths[0], _csv(results, metrics))
-  _replace(paths[1], _summary_csv(groups, paired))
-  _replace(paths[2], _markdown(sweep, results, metrics, command, groups, paired, sweep.eval_crops))
+  write_atomically(paths[0], _csv(results, metrics))
+  write_atomically(paths[1], _summary_csv(groups, paired))
+  write_atomically(
+    paths[2], _markdown(sweep, results, metrics, command, groups, paired, sweep.eval_crops)
+  )
   partial = workdir / f".curves.{os.getpid()}.partial.png"
   _plot(groups, partial)
   os.replace(partial, paths[3])
