@@ -81,7 +81,8 @@ def test_ensembles_and_views_average_probabilities_not_logits(small):
   labels = np.array([0, 3, 5, 9], np.int32)
   batch = {"image": images, "label": labels, "mask": np.ones(4, np.int32)}
   step = devices.parallel_eval(make_eval_step(model))
-  sums = jax.tree.map(float, step(stack_models([variables, other]), devices.put_batch(batch)))
+  sums, log_probs = step(stack_models([variables, other]), devices.put_batch(batch))
+  sums = jax.tree.map(float, sums)
 
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False).logits)
   logits = np.stack(
@@ -93,6 +94,7 @@ def test_ensembles_and_views_average_probabilities_not_logits(small):
   assert sums["loss"] == pytest.approx(expected_loss, rel=1e-5)
   assert sums["top1"] == (probabilities.argmax(-1) == labels).sum()
   assert sums["count"] == 4
+  np.testing.assert_allclose(np.exp(log_probs).reshape(4, -1), probabilities, rtol=1e-5)
   # Averaging logits instead would give another loss on these models.
   mean_logits = logits.mean(axis=(0, 1))
   log_softmax = mean_logits - np.log(np.exp(mean_logits).sum(-1, keepdims=True))

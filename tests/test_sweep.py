@@ -13,12 +13,13 @@ import pytest
 import scipy.stats
 from helpers import without_timing
 
-from inception_jax.config import load_config, parse_override_args
+from inception_jax.config import load_config, load_ensemble_config, parse_override_args
 from inception_jax.errors import ConfigError
 from inception_jax.main import main
 from inception_jax.sweeps.grid import Hyper, array_slice, load_sweep, share
 from inception_jax.sweeps.run import run_sweep
 from inception_jax.training.reporting import read_metrics
+from inception_jax.training.trainer import evaluate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_SWEEP = ROOT / "tests" / "tiny_sweep.py"
@@ -269,12 +270,14 @@ def _assert_grouped_statistics(workdir: pathlib.Path) -> None:
 
 def _assert_other_protocols_and_ensembles(workdir: pathlib.Path, rows, console: str) -> None:
   """EVAL_CROPS = (1, 10): each point at 10 crops, each configuration's two seeds as an ensemble
-  at 1 and 10 crops, all through `inception-jax eval`, in the report's files."""
+  at 1 and 10 crops from the points' kept predictions, equal to `inception-jax eval` of both
+  workdirs, in the report's files."""
   for row in rows:
     ten = json.loads((workdir / row["point"] / "evals.json").read_text())["10"]
     assert ten["crops"] == 10 and ten["count"] == 360 and ten["step"] == 12
     assert float(row["top1_10crops"]) == pytest.approx(ten["top1"])
-  assert console.count("$ inception-jax eval --workdir") == 4 + 2 * 2
+  # Each point at 10 crops, and at 1 crop for its predictions; then the two ensembles at each.
+  assert console.count("$ inception-jax eval --workdir") == 4 + 4 + 2 * 2
   summary = {
     (r["kind"], r["configuration"], r["metric"]): r
     for r in csv.DictReader((workdir / "summary.csv").open())
@@ -288,6 +291,10 @@ def _assert_other_protocols_and_ensembles(workdir: pathlib.Path, rows, console: 
       assert 0 < ensemble[count]["top1"] <= ensemble[count]["top5"] <= 1
       row = summary["ensemble", f"flip={flip}", f"top1_{count}crops"]
       assert float(row["mean"]) == pytest.approx(ensemble[count]["top1"])
+    members = [str(workdir / name) for name in ensemble["members"]]
+    together = evaluate(load_ensemble_config(members), members, crops=10)
+    assert together["top1"] == ensemble["10"]["top1"]
+    assert together["loss"] == pytest.approx(ensemble["10"]["loss"], rel=1e-5)
     line = next(line for line in markdown.splitlines() if line.startswith(f"| flip={flip} | 2"))
     assert line.endswith(
       f"| {100 * ensemble['1']['top1']:.2f}% | {100 * ensemble['10']['top1']:.2f}% |"

@@ -166,8 +166,10 @@ def parallel(step: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parallel_eval(step: Callable[..., Any]) -> Callable[..., Any]:
-  """`step(state, batch) -> metrics` on every local device; the state is read, not donated."""
-  return jax.pmap(step, axis_name=AXIS, in_axes=(None, 0), out_axes=None)
+  """`step(state, batch) -> (metrics, per-example outputs)` on every local device: the metrics
+  reduced over AXIS, the outputs [devices, examples per device, ...]; the state is read, not
+  donated."""
+  return jax.pmap(step, axis_name=AXIS, in_axes=(None, 0), out_axes=(None, 0))
 
 
 def put_state(state: Any) -> Any:

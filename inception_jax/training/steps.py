@@ -168,8 +168,22 @@ def make_train_step(
   return train_step
 
 
-def make_eval_step(model: GoogLeNet) -> Callable[[dict[str, Any], Batch], Metrics]:
-  """Sums of loss, top-1 and top-5 hits and real examples (padding masked out) over AXIS.
+def score(log_probs: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
+  """Sums of loss, top-1 and top-5 hits and real examples (where `mask` is 1) of predicted
+  log-probabilities: one formula for the eval step and for ensembles of kept predictions."""
+  loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  return {
+    "loss": (loss * mask).sum(),
+    "top1": (_correct(log_probs, labels, 1) * mask).sum(),
+    "top5": (_correct(log_probs, labels, 5) * mask).sum(),
+    "count": mask.sum(),
+  }
+
+
+def make_eval_step(
+  model: GoogLeNet,
+) -> Callable[[dict[str, Any], Batch], tuple[Metrics, jax.Array]]:
+  """The batch's `score` summed over AXIS, and its per-example log-probabilities (this device's).
 
   The step takes models stacked on a leading axis (`stack_models`) and images with their views,
   [batch, views, height, width, 3], and averages the softmax over models and views (the paper's
@@ -178,7 +192,7 @@ def make_eval_step(model: GoogLeNet) -> Callable[[dict[str, Any], Batch], Metric
   log-probabilities are log_softmax's, bit for bit.
   """
 
-  def eval_step(models: dict[str, Any], batch: Batch) -> Metrics:
+  def eval_step(models: dict[str, Any], batch: Batch) -> tuple[Metrics, jax.Array]:
     views = jnp.moveaxis(batch["image"], 1, 0)
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
 
@@ -193,15 +207,6 @@ def make_eval_step(model: GoogLeNet) -> Callable[[dict[str, Any], Batch], Metric
     total = jax.lax.scan(add_model, start, models)[0]
     count = jax.tree.leaves(models)[0].shape[0] * views.shape[0]
     log_probs = total - jnp.log(jnp.float32(count))
-    loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-    return jax.lax.psum(
-      {
-        "loss": (loss * mask).sum(),
-        "top1": (_correct(log_probs, labels, 1) * mask).sum(),
-        "top5": (_correct(log_probs, labels, 5) * mask).sum(),
-        "count": mask.sum(),
-      },
-      AXIS,
-    )
+    return jax.lax.psum(score(log_probs, labels, mask), AXIS), log_probs
 
   return eval_step

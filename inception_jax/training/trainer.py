@@ -16,10 +16,11 @@ import os
 import pathlib
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -38,6 +39,7 @@ from inception_jax.training.steps import (
   initial_variables,
   make_eval_step,
   make_train_step,
+  score,
   stack_models,
   zero_sums,
 )
@@ -169,14 +171,28 @@ class _Run:
     return tfds.as_numpy(dataset)
 
 
-def _evaluate(eval_step, models: dict[str, Any], batches: tf.data.Dataset) -> dict[str, float]:
+def _evaluate(
+  eval_step, models: dict[str, Any], batches: tf.data.Dataset, keep_predictions: bool = False
+) -> dict[str, Any]:
   """Loss, top-1 and top-5 of the models (stacked: an ensemble of one or more) over the whole
-  eval split (every process's share)."""
-  sums = None
+  eval split (every process's share). With `keep_predictions`, also this process's per-image
+  log-probabilities and labels in the split's order ("log_probs", "labels"), for `ensemble`."""
+  sums, kept = None, []
   for batch in devices.prefetch(tfds.as_numpy(batches)):
-    step_sums = eval_step(models, batch)
+    step_sums, log_probs = eval_step(models, batch)
     sums = step_sums if sums is None else jax.tree.map(np.add, sums, step_sums)
-  sums = jax.device_get(sums)
+    if keep_predictions:
+      kept.append((log_probs, batch["label"], batch["mask"]))
+  metrics: dict[str, Any] = _averages(jax.device_get(sums))
+  if keep_predictions:
+    log_probs, labels, mask = (np.concatenate([np.asarray(k[i]) for k in kept]) for i in range(3))
+    real = mask.reshape(-1).astype(bool)  # batches are [devices, examples per device, ...]
+    metrics["log_probs"] = log_probs.reshape(real.size, -1)[real]
+    metrics["labels"] = labels.reshape(-1)[real]
+  return metrics
+
+
+def _averages(sums: dict[str, Any]) -> dict[str, float]:
   count = float(sums["count"])
   return {
     "loss": float(sums["loss"]) / count,
@@ -456,12 +472,14 @@ def evaluate(
   workdirs: Sequence[str],
   step: int | None = None,
   crops: int = 1,
+  keep_predictions: bool = False,
 ) -> dict[str, Any]:
   """Evaluates the checkpoint at `step` (default: the newest intact one) of each workdir on the
   eval split, with `crops` views of each image (1, 10 or 144, data.crops); several workdirs are
   an ensemble, their softmax averaged. Every workdir's checkpoint must fit `config`'s network.
   Writes nothing; returns {"step" (a list for an ensemble), "crops", "workdirs", "loss", "top1",
-  "top5", "count"}."""
+  "top5", "count"}, and with `keep_predictions` the per-image "log_probs" and "labels" (numpy
+  arrays) that `ensemble` combines with other models' without evaluating them again."""
   run = _Run(config, workdirs[0])
   batches = run.eval_batches(crops)  # checks `crops` before any checkpoint is read
   models, steps = [], []
@@ -479,6 +497,26 @@ def evaluate(
     models.append(devices.from_checkpoint(state).eval_variables())
     steps.append(progress["step"])
   eval_step = devices.parallel_eval(make_eval_step(run.model))
-  metrics = _evaluate(eval_step, stack_models(models), batches)
+  metrics = _evaluate(eval_step, stack_models(models), batches, keep_predictions)
   step_or_steps = steps[0] if len(steps) == 1 else steps
   return {"step": step_or_steps, "crops": crops, "workdirs": list(workdirs), **metrics}
+
+
+def ensemble(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """The ensemble of separately evaluated models (`evaluate` results with `keep_predictions`,
+  same split and crops): what `evaluate` of all their workdirs gives, to float rounding (the
+  same mean of softmax, summed in another order), at the cost of a sum instead of a pass."""
+  labels = members[0]["labels"]
+  if any(m["crops"] != members[0]["crops"] for m in members) or any(
+    not np.array_equal(m["labels"], labels) for m in members
+  ):
+    raise ValueError("ensemble members were evaluated on different images or crops")
+  log_probs = jax.nn.logsumexp(jnp.stack([m["log_probs"] for m in members]), axis=0)
+  log_probs -= np.log(len(members))
+  sums = score(log_probs, jnp.asarray(labels), jnp.ones(len(labels), jnp.float32))
+  return {
+    "step": [m["step"] for m in members],
+    "crops": members[0]["crops"],
+    "workdirs": [w for m in members for w in m["workdirs"]],
+    **_averages(jax.device_get(sums)),
+  }
