@@ -54,8 +54,11 @@ BENCH_DEFAULTS = [
 ]
 
 
-def run_variant(flags: str, out: pathlib.Path, bench_args: list[str]) -> dict[str, Any]:
-  """One bench process under XLA_FLAGS=flags (the project adds its defaults to what it lacks)."""
+def run_variant(
+  flags: str, out: pathlib.Path, bench_args: list[str], env: dict[str, str] | None = None
+) -> dict[str, Any]:
+  """One bench process under XLA_FLAGS=flags (the project adds its defaults to what it lacks)
+  and the other variables of `env` (JAX options)."""
   command = [
     sys.executable,
     "-m",
@@ -69,7 +72,7 @@ def run_variant(flags: str, out: pathlib.Path, bench_args: list[str]) -> dict[st
     "--out",
     str(out),
   ]
-  subprocess.run(command, env={**os.environ, "XLA_FLAGS": flags}, check=True)
+  subprocess.run(command, env={**os.environ, **(env or {}), "XLA_FLAGS": flags}, check=True)
   return json.loads((out / "bench.json").read_text())
 
 

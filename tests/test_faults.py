@@ -52,7 +52,7 @@ def test_a_sweep_file_copied_elsewhere_still_finds_its_base_config(tmp_path):
   copy = shutil.copy(ROOT / "experiments" / "ablation_module.py", tmp_path)
   result = inception_jax("sweep", copy, "--workdir", tmp_path / "runs", "--dry-run")
   assert result.returncode == 0, result.stderr
-  assert result.stdout.count("inception-jax train --config") == 6
+  assert result.stdout.count("inception-jax train --config") == 12
 
 
 def test_a_sweep_file_whose_base_config_is_missing_says_which_file_looked(tmp_path):

@@ -57,13 +57,12 @@ def test_product_and_zip_build_the_grid():
 def test_points_are_named_after_their_overrides_and_their_commands_rebuild_their_configs():
   sweep = load_sweep(str(ABLATION))
   assert [p.name for p in sweep.points] == [
-    "module=reduced,learning_rate=0.2,aux_heads=true",
-    "module=reduced,learning_rate=0.02,aux_heads=true",
-    "module=naive,learning_rate=0.2,aux_heads=true",
-    "module=naive,learning_rate=0.02,aux_heads=true",
-    "module=reduced,learning_rate=0.2,aux_heads=false",
-    "module=naive,learning_rate=0.02,aux_heads=false",
+    f"module={module},learning_rate={rate},aux_heads={aux},seed={seed}"
+    for module, rate in (("naive", 0.02), ("reduced", 0.2))
+    for aux in ("true", "false")
+    for seed in range(3)
   ]
+  assert sweep.eval_crops == (1, 144) and len(sweep.compare) == 4
   kernels = load_sweep(str(ROOT / "experiments" / "kernel_sizes.py"), {"seed": "3"})
   assert [p.name for p in kernels.points] == [
     "kernel_sizes=1-3-5",
@@ -103,9 +102,12 @@ def test_dry_run_prints_the_shares_train_commands(capsys, tmp_path):
   workdir = tmp_path / "runs"
   assert main(["sweep", str(ABLATION), "--workdir", str(workdir), "--dry-run"]) == 0
   every = capsys.readouterr().out.splitlines()
-  assert len(every) == 6 and all(line.startswith("inception-jax train --config ") for line in every)
+  assert len(every) == 12 and all(
+    line.startswith("inception-jax train --config ") for line in every
+  )
   assert every[5].endswith(
     "--config.model.module=naive --config.learning_rate=0.02 --config.model.aux_heads=false"
+    " --config.seed=2"
   )
   shares = []
   for index in range(3):
@@ -128,7 +130,7 @@ def test_dry_run_prints_the_shares_train_commands(capsys, tmp_path):
     shares += capsys.readouterr().out.splitlines()
   assert sorted(shares) == sorted(every)
   assert shlex.split(every[0])[5] == str(
-    workdir / "module=reduced,learning_rate=0.2,aux_heads=true"
+    workdir / "module=naive,learning_rate=0.02,aux_heads=true,seed=0"
   )
   assert not workdir.exists()
 
@@ -198,7 +200,7 @@ def test_a_sweep_runs_its_points_reports_them_and_skips_them_when_run_again(
     rows[0]["final_top1"] != rows[1]["final_top1"] or rows[0]["best_top1"] != rows[1]["best_top1"]
   )
   markdown = (workdir / "results.md").read_text()
-  assert f"inception-jax sweep {TINY_SWEEP} --workdir {workdir}" in markdown
+  assert f"inception-jax sweep {TINY_SWEEP} --workdir {workdir} --parallel 2" in markdown
   assert "| flip=false,seed=0 | false | 0 | done |" in markdown
   assert (workdir / "curves.png").read_bytes().startswith(b"\x89PNG")
   _assert_grouped_statistics(workdir)

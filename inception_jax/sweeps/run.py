@@ -213,6 +213,7 @@ def run_sweep(
       spec,
       "--workdir",
       str(root),
+      *(["--parallel", str(parallel)] if parallel > 1 else []),  # XLA's thread count moves digits
       *(f"--config.{k}={v}" for k, v in sweep.common.items()),
     ]
   )
