@@ -314,11 +314,9 @@ def test_parallel_points_run_side_by_side_and_match_one_at_a_time(
     assert f"{name}: starting on cores " in output and f"{name}: ended (exit 0)" in output
     log = (workdir / name / "train.log").read_text()
     assert log.count("Training: GoogLeNet") == 1 and "step 12/12" in log  # whole, its own
-  # Overlap, by the files: the first two points each wrote config.json (at their start) before
-  # the other's last metrics (at its end).
-  starts = {name: (workdir / name / "config.json").stat().st_mtime for name in NAMES[:2]}
-  ends = {name: (workdir / name / "metrics.jsonl").stat().st_mtime for name in NAMES[:2]}
-  assert starts[NAMES[0]] < ends[NAMES[1]] and starts[NAMES[1]] < ends[NAMES[0]]
+  # Overlap: the second point's process started before the first one's ended (file times are
+  # no proof under load: a slowed start can outlast the other's whole run).
+  assert output.index(f"{NAMES[1]}: starting") < output.index(f"{NAMES[0]}: ended")
 
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_cache" / "jax"))
   alone = tmp_path / "alone"
