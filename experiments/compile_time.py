@@ -10,7 +10,7 @@ each runs in its own processes with its own environment and an empty compilation
 The options that pay are set by default in inception_jax/xla_flags.py; "project defaults" is
 that choice.
 
-Command (about 15 minutes on a 2-core CPU):
+Command (about 12 minutes on a 2-core CPU; report: experiments/results/compile_time.md):
   python experiments/compile_time.py --out experiments/results/compile_time
 Writes OUT.json and OUT.md; each variant's own output goes under --runs.
 """
@@ -28,7 +28,7 @@ import subprocess
 import sys
 from typing import Any
 
-from xla_cpu_flags import run_variant
+from xla_cpu_flags import run_variant, write_results
 
 from inception_jax.training.devices import describe_line
 
@@ -130,11 +130,7 @@ def main(argv: list[str]) -> None:
     "machine": json.loads((workdir / "bench" / "bench.json").read_text())["machine"],
     "variants": variants,
   }
-  out, report = pathlib.Path(args.out), markdown(results)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-  out.with_suffix(".md").write_text(report)
-  print(report)
+  write_results(pathlib.Path(args.out), results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,14 @@ def markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def write_results(out: pathlib.Path, results: dict[str, Any], report: str) -> None:
+  """OUT.json (the numbers) and OUT.md (the report), and the report on the console."""
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+  out.with_suffix(".md").write_text(report)
+  print(report)
+
+
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument(
@@ -120,11 +128,7 @@ def main(argv: list[str]) -> None:
     "machine": bench["machine"],
     "variants": variants,
   }
-  out, report = pathlib.Path(args.out), markdown(results)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-  out.with_suffix(".md").write_text(report)
-  print(report)
+  write_results(pathlib.Path(args.out), results, markdown(results))
 
 
 if __name__ == "__main__":
