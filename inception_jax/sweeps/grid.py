@@ -29,14 +29,16 @@ import itertools
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import ml_collections
 
 from inception_jax.config import apply_overrides, load_config_module, module_config, run_user_code
 from inception_jax.data.crops import CROPS
 from inception_jax.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
 
 Overrides = dict[str, Any]
 
@@ -127,6 +129,14 @@ class Point:
       return self.name
     seed_part = f"seed={_name_value(self.overrides['seed'])}"
     return ",".join(part for part in self.name.split(",") if part != seed_part) or "base"
+
+
+def by_configuration(items: Iterable[T], point: Callable[[T], Point]) -> dict[str, list[T]]:
+  """`items` grouped by their point's configuration (`Point.group`), in grid order."""
+  groups: dict[str, list[T]] = {}
+  for item in items:
+    groups.setdefault(point(item).group, []).append(item)
+  return groups
 
 
 def _points(grid: list[Overrides]) -> list[Point]:

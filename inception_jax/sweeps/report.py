@@ -23,7 +23,7 @@ from inception_jax.errors import ConfigError, did_you_mean
 from inception_jax.summarize import cost_rows
 from inception_jax.sweeps import stats
 from inception_jax.sweeps.evaluations import ENSEMBLE_DIR, POINT_FILE, read_json, write_atomically
-from inception_jax.sweeps.grid import Point, Sweep, command_value
+from inception_jax.sweeps.grid import Point, Sweep, by_configuration, command_value
 from inception_jax.training import devices
 from inception_jax.training.reporting import format_duration, read_metrics
 
@@ -203,11 +203,8 @@ def configurations(
 ) -> list[Configuration]:
   """The points grouped by configuration (grid order), each metric summarized over seeds, with
   the ensemble of the seeds where it was evaluated."""
-  groups: dict[str, list[PointResult]] = {}
-  for result in results:
-    groups.setdefault(result.point.group, []).append(result)
   summary = []
-  for name, members in groups.items():
+  for name, members in by_configuration(results, lambda result: result.point).items():
     done = [r for r in members if r.status == "done"]
     first = done[0] if done else members[0]
     fixed = {m: METRICS[m].value(first) for m in metrics if not METRICS[m].varies}

@@ -28,7 +28,14 @@ import ml_collections
 
 from inception_jax.data import input_pipeline
 from inception_jax.sweeps import evaluations, report, slots
-from inception_jax.sweeps.grid import Point, array_slice, load_sweep, share, shell_command
+from inception_jax.sweeps.grid import (
+  Point,
+  array_slice,
+  by_configuration,
+  load_sweep,
+  share,
+  shell_command,
+)
 from inception_jax.training.trainer import check_config
 
 MARKER = "sweep.json"  # written into a point's workdir when its train command exited 0
@@ -196,9 +203,7 @@ def run_sweep(
     evaluations.evaluate_points(
       root, [p for p in mine if p.name in finished], sweep.eval_crops, console
     )
-    groups: dict[str, list[Point]] = {}
-    for point in sweep.points:
-      groups.setdefault(point.group, []).append(point)
+    groups = by_configuration(sweep.points, lambda point: point)
     complete = {g: ps for g, ps in groups.items() if all(p.name in finished for p in ps)}
     evaluations.evaluate_ensembles(root, complete, sweep.eval_crops, console)
 
