@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
 import pathlib
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -430,7 +429,8 @@ def _curve(members: Sequence[PointResult]) -> tuple[list[float], ...] | None:
   return steps, seconds, means, low, high
 
 
-def _plot(groups: Sequence[Configuration], path: pathlib.Path) -> None:
+def _plot(groups: Sequence[Configuration]) -> bytes:
+  """curves.png's bytes."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -454,8 +454,10 @@ def _plot(groups: Sequence[Configuration], path: pathlib.Path) -> None:
   if curves:
     figure.legend(loc="lower center", ncol=2, fontsize="small", frameon=False)
   figure.tight_layout(rect=(0, 0.3 * rows / (4.5 + 0.3 * rows) + 0.02, 1, 1))
-  figure.savefig(path, dpi=120)
+  png = io.BytesIO()
+  figure.savefig(png, format="png", dpi=120)
   plt.close(figure)
+  return png.getvalue()
 
 
 def write_report(
@@ -476,9 +478,7 @@ def write_report(
   write_atomically(
     paths[2], _markdown(sweep, results, metrics, command, groups, paired, sweep.eval_crops)
   )
-  partial = workdir / f".curves.{os.getpid()}.partial.png"
-  _plot(groups, partial)
-  os.replace(partial, paths[3])
+  write_atomically(paths[3], _plot(groups))
   return paths
 
 
