@@ -127,44 +127,68 @@ def _window_views(
 def max_pool(x: jnp.ndarray, window: int, strides: int, pads: Pads) -> jnp.ndarray:
   """Square max pooling over H and W of an NHWC array, padding with -inf.
 
-  The forward pass is XLA's reduce_window. The gradient is select_and_scatter's exactly (each
-  window's gradient goes to the first maximum in row-major order), written as strided slices,
-  compares and padded adds: XLA's CPU backend expands select_and_scatter into iotas, a variadic
-  reduce_window and a scatter, a quarter of the 224x224 train step on a 2-core CPU
-  (experiments/results/xla_cpu_flags.md).
+  Both passes are elementwise ops on the window's strided slices, which XLA fuses into one loop
+  each. XLA's CPU reduce_window took 3-5x as long as the slices' maximum (same values: a maximum
+  is exact), and its select_and_scatter gradient, expanded into iotas, a variadic reduce_window
+  and a scatter, was a quarter of the 224x224 train step on a 2-core CPU
+  (experiments/results/xla_cpu_flags.md). The gradient is select_and_scatter's exactly: each
+  window's gradient goes to its first maximum in row-major order.
   """
   return _max_pool_forward(x, window, strides, pads)[0]
 
 
-def _max_pool_forward(x, window, strides, pads):
-  y = lax.reduce_window(
-    x, -jnp.inf, lax.max, (1, window, window, 1), (1, strides, strides, 1), ((0, 0), *pads, (0, 0))
+def _padded(x: jnp.ndarray, pads: Pads) -> jnp.ndarray:
+  return lax.pad(
+    x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0))
   )
+
+
+def _max_pool_forward(x, window, strides, pads):
+  out_hw = tuple((x.shape[d] + sum(pads[d - 1]) - window) // strides + 1 for d in (1, 2))
+  views = _window_views(_padded(x, pads), window, strides, out_hw)
+  y = functools.reduce(jnp.maximum, (view for _, _, view in views))
   return y, (x, y)
 
 
 def _max_pool_backward(window, strides, pads, residuals, grad):
-  """Compares and adds run in float32 (exact for bfloat16 inputs, and faster on CPU)."""
+  """Each input position sums the gradients of the windows whose first maximum it is: with each
+  window's first-maximum offset and gradient spread over the padded input's grid (at the
+  window's start, interior padding for the strides), that is one elementwise sum over the
+  window's offsets of shifted slices, fused by XLA into one loop. Compares and adds run in
+  float32 (exact for bfloat16 inputs, and faster on CPU); the adds go in offset order, as
+  select_and_scatter's."""
   x, y = (r.astype(jnp.float32) for r in residuals)
   grad_dtype, grad = grad.dtype, grad.astype(jnp.float32)
-  padded = lax.pad(x, jnp.float32(-jnp.inf), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+  padded = _padded(x, pads)
   views = _window_views(padded, window, strides, y.shape[1:3])
   first = jnp.full(y.shape, len(views), jnp.int8)  # offset index of each window's first maximum
   for index in reversed(range(len(views))):
     first = jnp.where(views[index][2] == y, jnp.int8(index), first)
   (n, height, width, c), (out_h, out_w) = padded.shape, y.shape[1:3]
-  zero = jnp.float32(0)
-  padded_grad = sum(
-    lax.pad(
-      jnp.where(first == index, grad, zero),
-      zero,
+  margin = window - 1  # in front, so that the slice of every offset starts at 0 or later
+
+  def spread(values: jnp.ndarray, fill: jnp.ndarray) -> jnp.ndarray:
+    return lax.pad(
+      values,
+      fill,
       (
         (0, 0, 0),
-        (i, height - i - (out_h - 1) * strides - 1, strides - 1),
-        (j, width - j - (out_w - 1) * strides - 1, strides - 1),
+        (margin, height - (out_h - 1) * strides - 1, strides - 1),
+        (margin, width - (out_w - 1) * strides - 1, strides - 1),
         (0, 0, 0),
       ),
     )
+
+  first_grid, grad_grid = spread(first, jnp.int8(-1)), spread(grad, jnp.float32(0))
+
+  def shifted(grid: jnp.ndarray, i: int, j: int) -> jnp.ndarray:
+    """At input position (p, q): the value of the window that starts at (p - i, q - j)."""
+    return lax.slice(
+      grid, (0, margin - i, margin - j, 0), (n, margin - i + height, margin - j + width, c)
+    )
+
+  padded_grad = sum(
+    jnp.where(shifted(first_grid, i, j) == index, shifted(grad_grid, i, j), jnp.float32(0))
     for index, (i, j, _) in enumerate(views)
   )
   top, left = pads[0][0], pads[1][0]
