@@ -244,6 +244,13 @@ def _parser() -> argparse.ArgumentParser:
     default=BenchOptions.pipeline_seconds,
     help="seconds per input pipeline measurement (default: 10)",
   )
+  bench.add_argument(
+    "--profile-steps",
+    type=int,
+    default=BenchOptions.profile_steps,
+    help="after timing, trace this many steps of each case (jax.profiler, torch.profiler) and "
+    "report where the step's time goes, by part of the network (default: 0, none)",
+  )
   bench.add_argument("--out", default="runs/bench", help="where bench.json and bench.md go")
   return parser
 
@@ -281,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "torch_variants",
             "pipeline_threads",
             "pipeline_seconds",
+            "profile_steps",
           )
         }
       )

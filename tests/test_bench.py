@@ -33,6 +33,8 @@ def bench(tmp_path_factory):
     "1",
     "--pipeline-seconds",
     "1",
+    "--profile-steps",
+    "1",
     "--out",
     str(out),
   ]
@@ -66,6 +68,42 @@ def test_bench_times_the_pytorch_peer_in_the_same_run(bench):
   assert [(r["mode"], r["variant"]) for r in theirs] == [("train", "eager"), ("eval", "eager")]
   assert all(r["images_per_second"] > 0 for r in theirs)
   assert "ours / eager" in report
+
+
+def test_bench_profiles_where_each_steps_time_goes(bench):
+  """Every part of ours is a known layer kind and pass; the report lays the parts side by side."""
+  _, results, report = bench
+  for row in results["rows"]:
+    parts = row["profile"]
+    assert all(seconds >= 0 for seconds in parts.values())
+    assert parts["convolution, forward"] > 0
+    if row["mode"] == "train":
+      assert parts["convolution, backward"] > 0 and parts["BatchNorm, backward"] > 0
+      assert parts["max pool, backward"] > 0
+    if row["framework"] == "ours":
+      assert not {part for part in parts if part.startswith("other,")} - {"other, forward"}
+  assert "Where the time goes: tiny16 float32 8 train" in report
+  assert "| convolution, backward |" in report
+
+
+def test_profile_parts_follow_the_ops_module_and_pass():
+  from inception_jax.bench.profile import hlo_part, torch_part
+
+  backward = "jit(_fun)/transpose(jvp(GoogLeNet))/inception_3a/branch3/pool0/pad"
+  assert hlo_part("select_pad_fusion.2", backward) == "max pool, backward"
+  forward = "jit(_fun)/jvp(GoogLeNet)/inception_3a/branch1/conv1/bn/sub"
+  assert hlo_part("broadcast_subtract_fusion", forward) == "BatchNorm, forward"
+  assert hlo_part("fusion.3", "jit(_fun)/GoogLeNet/inception_4a/concatenate") == (
+    "concatenation, forward"
+  )
+  assert hlo_part("transpose_copy_fusion.9", "") == "layout copies, XLA's own"
+  assert hlo_part("multiply_add_fusion", "jit(_fun)/add") == "loss, update and metrics"
+  evaluate = "autograd::engine::evaluate_function: "
+  assert torch_part(evaluate + "ConvolutionBackward0") == "convolution, backward"
+  assert torch_part(evaluate + "MaxPool2DWithIndicesBackward0") == "max pool, backward"
+  assert torch_part("aten::batch_norm") == "BatchNorm, forward"
+  assert torch_part("aten::cat") == "concatenation, forward"
+  assert torch_part("Optimizer.step#SGD.step") == "loss, update and metrics"
 
 
 def test_bench_refuses_unknown_networks(capsys, tmp_path):

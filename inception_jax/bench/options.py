@@ -18,3 +18,4 @@ class BenchOptions:
   torch_variants: Sequence[str] = ("eager", "compile")
   pipeline_threads: Sequence[int] = (1, 0)  # 0: every CPU core; () skips the pipeline
   pipeline_seconds: float = 10.0
+  profile_steps: int = 0  # 0: no per-part profile

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from inception_jax.bench.cases import Case, time_steps
+from inception_jax.bench.profile import profile_jax
 from inception_jax.models import build_model
 from inception_jax.training import devices, optim
 from inception_jax.training.defaults import base_config
@@ -33,9 +34,10 @@ def _batch(case: Case, rng: np.random.Generator, num_classes: int) -> dict[str, 
   return devices.put_batch(batch)
 
 
-def time_ours(case: Case, steps: int, warmup: int) -> dict[str, Any]:
+def time_ours(case: Case, steps: int, warmup: int, profile_steps: int = 0) -> dict[str, Any]:
   """Median seconds per step over `steps` timed steps after `warmup` untimed ones (and the
-  compile), each step waited for with block_until_ready, on one resident batch."""
+  compile), each step waited for with block_until_ready, on one resident batch; with
+  `profile_steps`, then the XLA op time of each part of the step over that many traced steps."""
   config = base_config()
   config.model = case.model_config()
   config.image_size, config.batch_size = case.image_size, case.batch
@@ -63,9 +65,12 @@ def time_ours(case: Case, steps: int, warmup: int) -> dict[str, Any]:
       state, _ = out
     jax.block_until_ready(out)
 
-  return {
+  result = {
     **time_steps(step, case.batch, steps, warmup),
     "compile_seconds": compile_seconds,
     "memory_bytes": memory,
     "devices": jax.local_device_count(),
   }
+  if profile_steps:
+    result["profile"] = profile_jax(step, compiled.as_text(), profile_steps)
+  return result

@@ -120,14 +120,20 @@ def run_bench(
   ):
     case = Case(network, dtype, batch, mode)
     flops = _flops_per_image(case)
-    runs = [("ours", "jax", lambda case=case: time_ours(case, options.steps, options.warmup))]
+    runs = [
+      (
+        "ours",
+        "jax",
+        lambda case=case: time_ours(case, options.steps, options.warmup, options.profile_steps),
+      )
+    ]
     if with_torch:
       runs += [
         (
           "pytorch",
           variant,
           lambda case=case, variant=variant: theirs.time_theirs(
-            case, variant, options.steps, options.warmup
+            case, variant, options.steps, options.warmup, options.profile_steps
           ),
         )
         for variant in options.torch_variants
@@ -188,6 +194,54 @@ def _case_key(row: dict[str, Any]) -> tuple:
 
 def _mib(value: float | None) -> str:
   return "" if value is None else f"{value / 2**20:,.0f}"
+
+
+def _profile_sections(rows: list[dict[str, Any]]) -> list[str]:
+  """Per profiled case: each part's share of the profiled time, as milliseconds of the timed
+  step, ours beside each PyTorch variant's."""
+  lines = []
+  for case_key, group in itertools.groupby(rows, _case_key):
+    profiled = [r for r in group if "profile" in r]
+    if not profiled:
+      continue
+    scaled = {}
+    for row in profiled:
+      total = sum(row["profile"].values())
+      scaled[row["variant"]] = {
+        part: 1e3 * row["seconds_per_step"] * seconds / total
+        for part, seconds in row["profile"].items()
+      }
+    names = {
+      r["variant"]: "ours" if r["framework"] == "ours" else f"PyTorch {r['variant']}"
+      for r in profiled
+    }
+    parts = sorted(
+      {part for parts in scaled.values() for part in parts},
+      key=lambda part: -max(parts.get(part, 0.0) for parts in scaled.values()),
+    )
+    header = ["part of the step", *(f"{names[v]} ms" for v in scaled)]
+    if "jax" in scaled and len(scaled) > 1:
+      header += [f"ours - {v} ms" for v in scaled if v != "jax"]
+    lines += [
+      "",
+      f"Where the time goes: {' '.join(map(str, case_key))} (ms of the timed step, each "
+      f"part's share of the profiled op time):",
+      "",
+      "| " + " | ".join(header) + " |",
+      "|---|" + "---:|" * (len(header) - 1),
+    ]
+    for part in parts:
+      cells = [part, *(f"{parts_ms.get(part, 0.0):,.1f}" for parts_ms in scaled.values())]
+      if "jax" in scaled and len(scaled) > 1:
+        ours = scaled["jax"].get(part, 0.0)
+        cells += [f"{ours - ms.get(part, 0.0):+,.1f}" for v, ms in scaled.items() if v != "jax"]
+      lines.append("| " + " | ".join(cells) + " |")
+    busy = ", ".join(
+      f"{names[r['variant']]} {sum(r['profile'].values()) / r['seconds_per_step']:.2f}"
+      for r in profiled
+    )
+    lines += ["", f"Profiled op time over the timed step (threads busy at once): {busy}."]
+  return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -276,6 +330,7 @@ def markdown(results: dict[str, Any]) -> str:
         for r in failures
       ),
     ]
+  lines += _profile_sections(rows)
   if results["pipeline"]:
     lines += [
       "",

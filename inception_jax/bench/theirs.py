@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from inception_jax.bench.cases import NETWORKS, Case, time_steps
+from inception_jax.bench.profile import profile_torch
 from inception_jax.bench.torch_googlenet import parameter_count, peer
 from inception_jax.models import build_model
 
@@ -29,8 +30,10 @@ def _sync(dev: torch.device) -> None:
     torch.cuda.synchronize(dev)
 
 
-def time_theirs(case: Case, variant: str, steps: int, warmup: int) -> dict[str, Any]:
-  """Median seconds per step of the PyTorch peer, as `time_ours` measures ours."""
+def time_theirs(
+  case: Case, variant: str, steps: int, warmup: int, profile_steps: int = 0
+) -> dict[str, Any]:
+  """Median seconds per step of the PyTorch peer, as `time_ours` measures ours (and profiles)."""
   dev = device()
   torch.manual_seed(0)
   model_config = case.model_config()
@@ -73,6 +76,8 @@ def time_theirs(case: Case, variant: str, steps: int, warmup: int) -> dict[str, 
     _sync(dev)
 
   timing = time_steps(timed_step, case.batch, steps, warmup)
+  if profile_steps:
+    timing["profile"] = profile_torch(timed_step, profile_steps)
   return {
     **timing,
     "compile_seconds": max(0.0, first_seconds - timing["seconds_per_step"]),
