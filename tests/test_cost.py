@@ -67,15 +67,15 @@ def test_totals(paper_rows):
 
 
 def test_analytical_count_agrees_with_xla_cost_analysis(load):
-  """XLA counts 2 FLOPs per multiply-add that reads real input, plus <3% of elementwise work
-  (biases, ReLU, pooling, LRN or BatchNorm)."""
+  """XLA counts 2 FLOPs per multiply-add that reads real input, plus <5% of elementwise work
+  (biases, ReLU, LRN or BatchNorm, and max pooling: 8 maxima per output of a 3x3 window)."""
   for spec, size in [("imagenet.py", 224), ("default.py", 32)]:
     config = load(spec)
     model = build_model(config.model)
     rows = layer_costs(model, (size, size, 3))
     unpadded = sum(r.macs_unpadded for r in rows)
     ratio = xla_flops(model, (size, size, 3)) / (2 * unpadded)
-    assert 1.0 <= ratio < 1.03, (spec, ratio)
+    assert 1.0 <= ratio < 1.05, (spec, ratio)
     assert unpadded < sum(r.macs for r in rows)
 
 

@@ -97,13 +97,19 @@ def profile_jax(step: Callable[[], None], hlo_text: str, steps: int) -> dict[str
     trace = next(pathlib.Path(folder).rglob("*.xplane.pb"))
     data = jax.profiler.ProfileData.from_file(str(trace))
   op_names = _op_names(hlo_text)
-  seconds: collections.Counter = collections.Counter()
+  starts, ends = collections.defaultdict(list), collections.defaultdict(list)
   for plane in data.planes:
     for line in plane.lines:
       for event in line.events:
         op = dict(event.stats).get("hlo_op")
         if op is not None:
-          seconds[hlo_part(op, op_names.get(op))] += event.duration_ns * 1e-9 / steps
+          starts[op].append(event.start_ns)
+        elif event.name.startswith("end: "):  # an op's completion, later than its event's end
+          ends[event.name[5:]].append(event.start_ns + event.duration_ns)
+  seconds: collections.Counter = collections.Counter()
+  for op, op_starts in starts.items():
+    for start, end in zip(sorted(op_starts), sorted(ends[op]), strict=True):
+      seconds[hlo_part(op, op_names.get(op))] += (end - start) * 1e-9 / steps
   return dict(seconds)
 
 

@@ -72,7 +72,9 @@ def create_train_state(
 
   `variables` (params and batch_stats: imported, or taken from a run to fine-tune) replace the
   initialisation. One jitted program: built op by op, the optimizer's zeros alone cost a compile
-  per shape.
+  per shape. It runs once, so LLVM does not optimise it: the configs/default.py state compiles in
+  4.5 s instead of 7.4 s on a 2-core CPU and takes 50 ms instead of 10 (the normal samples'
+  float rounding differs from the optimised program's in the last bits).
   """
 
   def create(variables: dict[str, Any] | None) -> TrainState:
@@ -89,7 +91,8 @@ def create_train_state(
       train_sums=zero_sums(),
     )
 
-  return jax.jit(create)(variables)
+  compiled = jax.jit(create).lower(variables).compile({"xla_backend_optimization_level": 0})
+  return compiled(variables)
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
