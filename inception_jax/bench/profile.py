@@ -103,12 +103,15 @@ def profile_jax(step: Callable[[], None], hlo_text: str, steps: int) -> dict[str
       for event in line.events:
         op = dict(event.stats).get("hlo_op")
         if op is not None:
-          starts[op].append(event.start_ns)
+          starts[op].append((event.start_ns, event.start_ns + event.duration_ns))
         elif event.name.startswith("end: "):  # an op's completion, later than its event's end
           ends[event.name[5:]].append(event.start_ns + event.duration_ns)
   seconds: collections.Counter = collections.Counter()
-  for op, op_starts in starts.items():
-    for start, end in zip(sorted(op_starts), sorted(ends[op]), strict=True):
+  for op, spans in starts.items():
+    spans.sort()
+    if len(ends[op]) == len(spans):  # asynchronous: done at its "end:" event
+      spans = [(start, end) for (start, _), end in zip(spans, sorted(ends[op]), strict=True)]
+    for start, end in spans:
       seconds[hlo_part(op, op_names.get(op))] += (end - start) * 1e-9 / steps
   return dict(seconds)
 

@@ -35,7 +35,7 @@ MANUAL_HINT = {
 def _without_autotune_model(dataset: tf.data.Dataset) -> tf.data.Dataset:
   """Turns off tf.data's autotuning model (AUTOTUNE maps run on one thread per core, prefetch
   buffers still grow): deleting an iterator waits for the model's optimisation thread, whose
-  wait is not always cut short, and held `train` 21-32 s after its last evaluation in 4 of 7 runs
+  wait is not always cut short: it held `train` 21-32 s after its last evaluation in 5 of 8 runs
   of configs/default.py (2-core AMD EPYC, TF 2.21); without it, 2 s in 3 of 3, training as fast."""
   options = tf.data.Options()
   options.autotune.enabled = False
