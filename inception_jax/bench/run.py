@@ -219,9 +219,10 @@ def _profile_sections(rows: list[dict[str, Any]]) -> list[str]:
       {part for parts in scaled.values() for part in parts},
       key=lambda part: -max(parts.get(part, 0.0) for parts in scaled.values()),
     )
+    ours = scaled.get("jax")
+    peers = [v for v in scaled if v != "jax"] if ours else []  # ours minus each of them
     header = ["part of the step", *(f"{names[v]} ms" for v in scaled)]
-    if "jax" in scaled and len(scaled) > 1:
-      header += [f"ours - {v} ms" for v in scaled if v != "jax"]
+    header += [f"ours - {v} ms" for v in peers]
     lines += [
       "",
       f"Where the time goes: {' '.join(map(str, case_key))} (ms of the timed step, each "
@@ -232,9 +233,7 @@ def _profile_sections(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for part in parts:
       cells = [part, *(f"{parts_ms.get(part, 0.0):,.1f}" for parts_ms in scaled.values())]
-      if "jax" in scaled and len(scaled) > 1:
-        ours = scaled["jax"].get(part, 0.0)
-        cells += [f"{ours - ms.get(part, 0.0):+,.1f}" for v, ms in scaled.items() if v != "jax"]
+      cells += [f"{ours.get(part, 0.0) - scaled[v].get(part, 0.0):+,.1f}" for v in peers]
       lines.append("| " + " | ".join(cells) + " |")
     busy = ", ".join(
       f"{names[r['variant']]} {sum(r['profile'].values()) / r['seconds_per_step']:.2f}"
