@@ -3,10 +3,12 @@ files."""
 
 import importlib.util
 import json
+import os
 
 import pytest
 
 from inception_jax.main import main
+from inception_jax.training.devices import CPU_FEATURES, describe_line
 from inception_jax.xla_flags import DEFAULT_XLA_FLAGS, apply_defaults
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -59,6 +61,20 @@ def test_bench_times_train_and_eval_steps_and_writes_json_and_markdown(bench):
   assert "inception-jax bench --networks tiny16" in report
   assert "| tiny16 | float32 | 8 | train |" in report
   assert "| tf.data threads |" in report
+
+
+def test_reports_name_the_cpus_vector_extensions(bench):
+  """Speed ratios depend on AVX-512 and AMX: every report's machine line says which the CPU has
+  (where /proc/cpuinfo tells); saved results from before they were recorded still print."""
+  machine = bench[1]["machine"]
+  if os.path.exists("/proc/cpuinfo"):
+    assert set(machine["cpu_features"]) <= set(CPU_FEATURES.values())
+    assert ("AMX" in machine["cpu_features"]) != ("no AMX" in bench[2])
+  saved = {key: value for key, value in machine.items() if key != "cpu_features"}
+  assert (
+    describe_line(saved)
+    == f"{saved['cpu_cores']} CPU cores ({saved['processor']}), jax {saved['jax']}"
+  )
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is an optional extra")

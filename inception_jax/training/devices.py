@@ -117,30 +117,49 @@ def compile_step(step: Callable[..., Any], *args: Any) -> tuple[Callable[..., An
   )
 
 
+# The CPU features speed ratios depend on, as /proc/cpuinfo names them and reports print them.
+CPU_FEATURES = {
+  "avx512f": "AVX-512",
+  "avx512_bf16": "AVX-512 BF16",
+  "avx512_vnni": "AVX-512 VNNI",
+  "amx_tile": "AMX",
+}
+
+
 def describe() -> dict[str, Any]:
   """The hardware and software numbers come from, for reports."""
   device = jax.local_devices()[0]
-  processor = platform.processor() or platform.machine()
+  processor, flags = platform.processor() or platform.machine(), None  # None: not known
   if os.path.exists("/proc/cpuinfo"):
     with open("/proc/cpuinfo") as cpuinfo:
-      names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    processor = names[0] if names else processor
+      fields = [line.split(":", 1) for line in cpuinfo if ":" in line]
+    values = {key.strip(): value.strip() for key, value in reversed(fields)}  # the first CPU's
+    processor = values.get("model name", processor)
+    flags = set(values.get("flags", "").split())
   return {
     "device": device.device_kind,
     "platform": device.platform,
     "devices": jax.local_device_count(),
     "cpu_cores": os.cpu_count(),
     "processor": processor,
+    "cpu_features": None
+    if flags is None
+    else [name for flag, name in CPU_FEATURES.items() if flag in flags],
     "jax": jax.__version__,
     "python": platform.python_version(),
   }
 
 
 def describe_line(m: dict[str, Any] | None = None) -> str:
-  """`describe()` (or a saved copy of it) in one line."""
+  """`describe()` (or a saved copy of it) in one line, with the CPU's vector extensions where
+  they are known (not without /proc/cpuinfo, nor in copies saved before they were recorded)."""
   m = m or describe()
   accelerator = "" if m["platform"] == "cpu" else f"{m['devices']} x {m['device']}, "
-  return f"{accelerator}{m['cpu_cores']} CPU cores ({m['processor']}), jax {m['jax']}"
+  features, extensions = m.get("cpu_features"), ""
+  if features is not None:
+    missing = [f"no {name}" for name in ("AVX-512", "AMX") if name not in features]
+    extensions = "; " + ", ".join([*features, *missing])
+  return f"{accelerator}{m['cpu_cores']} CPU cores ({m['processor']}{extensions}), jax {m['jax']}"
 
 
 def local_batch_size(global_batch: int) -> int:
