@@ -40,6 +40,9 @@ def time_pipeline(
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
   options.threading.max_intra_op_parallelism = 1
+  options.autotune.enabled = (
+    False  # fixed thread counts: nothing to tune, no tuning thread to wait on
+  )
   dataset = (
     tf.data.Dataset.from_tensor_slices(encoded)
     .repeat()
