@@ -1,0 +1,258 @@
+"""Every convolution of a bench network timed alone, ours (XLA) against PyTorch's, per pass.
+
+The bench's profile (results/bench_cpu.md) puts most of the train step's gap to PyTorch in the
+convolutions. This times each distinct convolution of the network in isolation, each pass as its
+own program (XLA) or operator (PyTorch, channels_last as the bench's peer): the forward pass, the
+weight gradient and the input gradient, on one core count and one batch. Summed over the layers
+(times how often each occurs), it says whether the kernels themselves are behind, or the way the
+step puts them together (XLA's layout copies, its running independent ops at once).
+
+The layers come from the network's own jaxpr (train mode: the aux heads' convolutions too); the
+first convolution's input gradient is left out, as neither train step computes it.
+
+Command (about 5 minutes for torchvision224 on a 2-core CPU; needs the `torch` extra):
+  python experiments/conv_layers.py --out experiments/results/conv_layers
+Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import pathlib
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from jax import lax
+
+from inception_jax.bench.cases import NETWORKS, time_steps
+from inception_jax.models import build_model, init_variables
+from inception_jax.training.devices import describe, describe_line
+
+PASSES = ("forward", "weight gradient", "input gradient")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One convolution's shapes (NHWC input, HWIO kernel), strides and (before, after) padding."""
+
+  input_shape: tuple[int, ...]
+  kernel_shape: tuple[int, ...]
+  strides: tuple[int, int]
+  padding: tuple[tuple[int, int], ...]
+
+  def __str__(self) -> str:
+    n, h, w, c = self.input_shape
+    kh, kw, _, out = self.kernel_shape
+    stride = f" /{self.strides[0]}" if self.strides != (1, 1) else ""
+    return f"{kh}x{kw} {c}->{out} at {h}x{w}{stride}"
+
+  @property
+  def flops(self) -> float:
+    """Multiply-adds x 2 of one pass (each pass does the same number)."""
+    n, h, w, _ = self.input_shape
+    kh, kw, c, out = self.kernel_shape
+    out_h, out_w = (
+      (size + sum(pad) - k) // s + 1
+      for size, pad, k, s in zip((h, w), self.padding, (kh, kw), self.strides, strict=True)
+    )
+    return 2.0 * n * out_h * out_w * kh * kw * c * out
+
+
+def _equations(jaxpr: jax.extend.core.Jaxpr) -> Iterator[Any]:
+  """The jaxpr's equations, those of its sub-jaxprs (jit, custom_vjp) included."""
+  for equation in jaxpr.eqns:
+    yield equation
+    for param in equation.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
+        inner = getattr(sub, "jaxpr", sub)
+        if isinstance(inner, jax.extend.core.Jaxpr):
+          yield from _equations(inner)
+
+
+def network_layers(network: str, batch: int) -> tuple[collections.Counter, Layer]:
+  """Each distinct convolution of the network's train-mode forward pass and how often it occurs,
+  and the first one (whose input is the image)."""
+  config = NETWORKS[network].model()
+  size = NETWORKS[network].image_size
+  model = build_model(config)
+  images = jnp.zeros((batch, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (size, size, 3)))
+  jaxpr = jax.make_jaxpr(
+    lambda v, x: model.apply(
+      v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}
+    )
+  )(variables, images)
+  layers = [
+    Layer(
+      tuple(eq.invars[0].aval.shape),
+      tuple(eq.invars[1].aval.shape),
+      tuple(eq.params["window_strides"]),
+      tuple(tuple(p) for p in eq.params["padding"]),
+    )
+    for eq in _equations(jaxpr.jaxpr)
+    if eq.primitive.name == "conv_general_dilated"
+  ]
+  return collections.Counter(layers), layers[0]
+
+
+def _xla_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], None]]:
+  """Each pass of the layer as its own jitted program, as the train step's autodiff writes it."""
+  x = jnp.asarray(rng.standard_normal(layer.input_shape, np.float32))
+  kernel = jnp.asarray(rng.standard_normal(layer.kernel_shape, np.float32))
+
+  def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(
+      x, kernel, layer.strides, layer.padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+  grad = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, kernel).shape, np.float32))
+  programs = {
+    "forward": (jax.jit(conv), (x, kernel)),
+    "weight gradient": (
+      jax.jit(lambda x, g: jax.vjp(lambda k: conv(x, k), kernel)[1](g)),
+      (x, grad),
+    ),
+    "input gradient": (
+      jax.jit(lambda k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)),
+      (kernel, grad),
+    ),
+  }
+  return {
+    name: (lambda f=f, args=args: jax.block_until_ready(f(*args)))
+    for name, (f, args) in programs.items()
+  }
+
+
+def _torch_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], None]]:
+  """The operators PyTorch's autograd calls for each pass, on channels_last tensors."""
+  n, h, w, c = layer.input_shape
+  kh, kw, _, out = layer.kernel_shape
+  (top, bottom), (left, right) = layer.padding
+  assert top == bottom and left == right, "PyTorch pads symmetrically"
+  x = torch.from_numpy(rng.standard_normal((n, c, h, w), np.float32))
+  x = x.to(memory_format=torch.channels_last)
+  weight = torch.from_numpy(rng.standard_normal((out, c, kh, kw), np.float32))
+  weight = weight.to(memory_format=torch.channels_last)
+  options = {"stride": list(layer.strides), "padding": [top, left], "dilation": [1, 1]}
+  y = torch.nn.functional.conv2d(x, weight, **options)
+  grad = torch.randn_like(y)
+
+  def backward(mask: list[bool]) -> Callable[[], None]:
+    return lambda: torch.ops.aten.convolution_backward(
+      grad,
+      x,
+      weight,
+      None,
+      **options,
+      transposed=False,
+      output_padding=[0, 0],
+      groups=1,
+      output_mask=mask,
+    )
+
+  def forward() -> None:
+    with torch.no_grad():
+      torch.nn.functional.conv2d(x, weight, **options)
+
+  return {
+    "forward": forward,
+    "weight gradient": backward([False, True, False]),
+    "input gradient": backward([True, False, False]),
+  }
+
+
+def time_layers(network: str, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+  """Median milliseconds of each pass of each distinct layer, ours and PyTorch's."""
+  counts, first = network_layers(network, batch)
+  rng = np.random.default_rng(0)
+  rows = []
+  for layer, count in counts.items():
+    row = {"layer": str(layer), "count": count, "gflop": layer.flops / 1e9, "first": layer == first}
+    for framework, passes in (("ours", _xla_passes), ("pytorch", _torch_passes)):
+      for name, run in passes(layer, rng).items():
+        if name == "input gradient" and layer == first:
+          continue
+        row[f"{framework} {name} ms"] = 1e3 * time_steps(run, 1, steps, warmup)["seconds_per_step"]
+    rows.append(row)
+    print(_cells(row), flush=True)
+  return {"network": network, "batch": batch, "threads": torch.get_num_threads(), "rows": rows}
+
+
+def _cells(row: dict[str, Any]) -> str:
+  times = [
+    " / ".join(f"{row[f'{framework} {name} ms']:.2f}" for framework in ("ours", "pytorch"))
+    if f"ours {name} ms" in row
+    else "-"
+    for name in PASSES
+  ]
+  return f"| {row['layer']} | {row['count']} | {row['gflop']:.2f} | " + " | ".join(times) + " |"
+
+
+def markdown(results: dict[str, Any]) -> str:
+  """Per-layer table (ours / PyTorch ms per pass) and the totals over the network's layers."""
+  rows = results["rows"]
+  lines = [
+    f"# Convolutions alone: ours against PyTorch's\n\nCommand: `{results['command']}`\n",
+    f"Machine: {describe_line(results['machine'])}, torch {results['torch']} "
+    f"({results['threads']} threads). {results['network']}, batch {results['batch']}, float32; "
+    "median ms of each pass run alone (ours: one jitted XLA program per pass; PyTorch: the "
+    "operator its autograd calls, channels_last). The first layer's input gradient is not "
+    "computed by either train step.\n",
+    "| layer | times in network | GFLOP per pass | forward ms (ours / PyTorch) | weight "
+    "gradient ms | input gradient ms |",
+    "|---|---:|---:|---:|---:|---:|",
+    *(_cells(row) for row in rows),
+    "",
+    "Over the network (each layer's time x how often it occurs):\n",
+    "| pass | ours ms | PyTorch ms | ours / PyTorch time |",
+    "|---|---:|---:|---:|",
+  ]
+  totals = {"ours": 0.0, "pytorch": 0.0}
+  for name in PASSES:
+    sums = {
+      framework: sum(row.get(f"{framework} {name} ms", 0.0) * row["count"] for row in rows)
+      for framework in totals
+    }
+    ratio = sums["ours"] / sums["pytorch"]
+    lines.append(f"| {name} | {sums['ours']:.1f} | {sums['pytorch']:.1f} | {ratio:.2f} |")
+    totals = {framework: totals[framework] + sums[framework] for framework in totals}
+  lines.append(
+    f"| all | {totals['ours']:.1f} | {totals['pytorch']:.1f} | "
+    f"{totals['ours'] / totals['pytorch']:.2f} |"
+  )
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--network", default="torchvision224", choices=sorted(NETWORKS))
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--steps", type=int, default=10, help="timed runs per pass (the median)")
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--out", default="runs/conv_layers", help="results go to OUT.json and OUT.md")
+  args = parser.parse_args(argv)
+  results = {
+    "command": shlex.join(["python", "experiments/conv_layers.py", *argv]),
+    "machine": describe(),
+    "torch": torch.__version__,
+    **time_layers(args.network, args.batch, args.steps, args.warmup),
+  }
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+  report = markdown(results)
+  out.with_suffix(".md").write_text(report)
+  print(report)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
