@@ -7,8 +7,9 @@ weight gradient and the input gradient, on one core count and one batch. Summed 
 (times how often each occurs), it says whether the kernels themselves are behind, or the way the
 step puts them together (XLA's layout copies, its running independent ops at once).
 
-The layers come from the network's own jaxpr (train mode: the aux heads' convolutions too); the
-first convolution's input gradient is left out, as neither train step computes it.
+The layers are the network's nn.Conv calls (train mode: the aux heads' too), each timed with the
+function the model computes it with; the first convolution's input gradient is left out, as
+neither train step computes it.
 
 Command (about 5 minutes for torchvision224 on a 2-core CPU; needs the `torch` extra):
   python experiments/conv_layers.py --out experiments/results/conv_layers
@@ -24,9 +25,10 @@ import json
 import pathlib
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,12 +44,14 @@ PASSES = ("forward", "weight gradient", "input gradient")
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-  """One convolution's shapes (NHWC input, HWIO kernel), strides and (before, after) padding."""
+  """One convolution: NHWC input and HWIO kernel shapes, strides, (before, after) padding, and
+  the function the model computes it with (nn.Conv's `conv_general_dilated`)."""
 
   input_shape: tuple[int, ...]
   kernel_shape: tuple[int, ...]
   strides: tuple[int, int]
   padding: tuple[tuple[int, int], ...]
+  function: Callable[..., jax.Array]
 
   def __str__(self) -> str:
     n, h, w, c = self.input_shape
@@ -67,39 +71,33 @@ class Layer:
     return 2.0 * n * out_h * out_w * kh * kw * c * out
 
 
-def _equations(jaxpr: jax.extend.core.Jaxpr) -> Iterator[Any]:
-  """The jaxpr's equations, those of its sub-jaxprs (jit, custom_vjp) included."""
-  for equation in jaxpr.eqns:
-    yield equation
-    for param in equation.params.values():
-      for sub in param if isinstance(param, (list, tuple)) else [param]:
-        inner = getattr(sub, "jaxpr", sub)
-        if isinstance(inner, jax.extend.core.Jaxpr):
-          yield from _equations(inner)
-
-
 def network_layers(network: str, batch: int) -> tuple[collections.Counter, Layer]:
   """Each distinct convolution of the network's train-mode forward pass and how often it occurs,
-  and the first one (whose input is the image)."""
+  and the first one (whose input is the image): every nn.Conv call, as the model makes it."""
   config = NETWORKS[network].model()
   size = NETWORKS[network].image_size
   model = build_model(config)
-  images = jnp.zeros((batch, size, size, 3), jnp.float32)
-  variables = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (size, size, 3)))
-  jaxpr = jax.make_jaxpr(
-    lambda v, x: model.apply(
-      v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}
-    )
-  )(variables, images)
+  layers = []
+
+  def record(call, args, kwargs, context):
+    module = context.module
+    if isinstance(module, nn.Conv) and context.method_name == "__call__":
+      x = args[0]
+      layers.append(
+        Layer(
+          tuple(x.shape),
+          (*module.kernel_size, x.shape[-1], module.features),
+          tuple(module.strides),
+          tuple(tuple(pad) for pad in module.padding),
+          module.conv_general_dilated or lax.conv_general_dilated,
+        )
+      )
+    return call(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (size, size, 3)))
   layers = [
-    Layer(
-      tuple(eq.invars[0].aval.shape),
-      tuple(eq.invars[1].aval.shape),
-      tuple(eq.params["window_strides"]),
-      tuple(tuple(p) for p in eq.params["padding"]),
-    )
-    for eq in _equations(jaxpr.jaxpr)
-    if eq.primitive.name == "conv_general_dilated"
+    dataclasses.replace(layer, input_shape=(batch, *layer.input_shape[1:])) for layer in layers
   ]
   return collections.Counter(layers), layers[0]
 
@@ -110,7 +108,7 @@ def _xla_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[]
   kernel = jnp.asarray(rng.standard_normal(layer.kernel_shape, np.float32))
 
   def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return lax.conv_general_dilated(
+    return layer.function(
       x, kernel, layer.strides, layer.padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
@@ -176,7 +174,13 @@ def time_layers(network: str, batch: int, steps: int, warmup: int) -> dict[str, 
   rng = np.random.default_rng(0)
   rows = []
   for layer, count in counts.items():
-    row = {"layer": str(layer), "count": count, "gflop": layer.flops / 1e9, "first": layer == first}
+    row = {
+      "layer": str(layer),
+      "ours computes": _name(layer.function),
+      "count": count,
+      "gflop": layer.flops / 1e9,
+      "first": layer == first,
+    }
     for framework, passes in (("ours", _xla_passes), ("pytorch", _torch_passes)):
       for name, run in passes(layer, rng).items():
         if name == "input gradient" and layer == first:
@@ -187,6 +191,12 @@ def time_layers(network: str, batch: int, steps: int, warmup: int) -> dict[str, 
   return {"network": network, "batch": batch, "threads": torch.get_num_threads(), "rows": rows}
 
 
+def _name(function: Callable[..., Any]) -> str:
+  if function is lax.conv_general_dilated:
+    return "lax.conv_general_dilated"
+  return f"{function.__module__}.{function.__name__}"
+
+
 def _cells(row: dict[str, Any]) -> str:
   times = [
     " / ".join(f"{row[f'{framework} {name} ms']:.2f}" for framework in ("ours", "pytorch"))
@@ -194,7 +204,11 @@ def _cells(row: dict[str, Any]) -> str:
     else "-"
     for name in PASSES
   ]
-  return f"| {row['layer']} | {row['count']} | {row['gflop']:.2f} | " + " | ".join(times) + " |"
+  return (
+    f"| {row['layer']} | `{row['ours computes']}` | {row['count']} | {row['gflop']:.2f} | "
+    + " | ".join(times)
+    + " |"
+  )
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -207,9 +221,9 @@ def markdown(results: dict[str, Any]) -> str:
     "median ms of each pass run alone (ours: one jitted XLA program per pass; PyTorch: the "
     "operator its autograd calls, channels_last). The first layer's input gradient is not "
     "computed by either train step.\n",
-    "| layer | times in network | GFLOP per pass | forward ms (ours / PyTorch) | weight "
-    "gradient ms | input gradient ms |",
-    "|---|---:|---:|---:|---:|---:|",
+    "| layer | ours computes it with | times in network | GFLOP per pass | forward ms (ours / "
+    "PyTorch) | weight gradient ms | input gradient ms |",
+    "|---|---|---:|---:|---:|---:|---:|",
     *(_cells(row) for row in rows),
     "",
     "Over the network (each layer's time x how often it occurs):\n",

@@ -1,17 +1,23 @@
 """The bench on the tiny network: real timings of ours (and of PyTorch where installed), its
 files."""
 
+import importlib
 import importlib.util
 import json
 import os
+import pathlib
 
+import jax
 import pytest
 
+from inception_jax.bench.cases import NETWORKS
 from inception_jax.main import main
+from inception_jax.models import build_model, init_variables
 from inception_jax.training.devices import CPU_FEATURES, describe_line
 from inception_jax.xla_flags import DEFAULT_XLA_FLAGS, apply_defaults
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +169,35 @@ def test_default_xla_flags_fill_in_only_what_the_user_did_not_name(bench):
   environ = {"XLA_FLAGS": f"--{name}=+individual_convolution"}
   apply_defaults(environ)
   assert environ["XLA_FLAGS"] == f"--{name}=+individual_convolution"
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is an optional extra")
+def test_conv_layers_experiment_times_every_convolution_of_the_network(tmp_path, monkeypatch):
+  """experiments/conv_layers.py finds each nn.Conv call (aux heads included) and times its
+  passes in both frameworks; the first layer has no input gradient."""
+  monkeypatch.syspath_prepend(ROOT / "experiments")
+  conv_layers = importlib.import_module("conv_layers")
+  counts, first = conv_layers.network_layers("tiny16", batch=2)
+  kernels = [
+    leaf
+    for path, leaf in jax.tree_util.tree_leaves_with_path(_tiny_params())
+    if path[-1].key == "kernel" and leaf.ndim == 4
+  ]
+  assert sum(counts.values()) == len(kernels)
+  assert first.input_shape == (2, 16, 16, 3)
+  out = tmp_path / "conv_layers"
+  conv_layers.main(
+    ["--network", "tiny16", "--batch", "2", "--steps", "1", "--warmup", "1", "--out", str(out)]
+  )
+  results = json.loads(out.with_suffix(".json").read_text())
+  assert len(results["rows"]) == len(counts)
+  assert all(row["ours weight gradient ms"] > 0 for row in results["rows"])
+  assert [row["first"] for row in results["rows"] if "ours input gradient ms" not in row] == [True]
+  assert "| all |" in out.with_suffix(".md").read_text()
+
+
+def _tiny_params():
+  network = NETWORKS["tiny16"]
+  model = build_model(network.model())
+  size = network.image_size
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (size, size, 3)))["params"]
