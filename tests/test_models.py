@@ -172,6 +172,7 @@ def test_ceil_mode_pooling_matches_pytorch_sizes():
     ((2, 15, 15, 4), 3, 2, ((0, 1), (0, 1))),  # stem pool, ceil mode
     ((2, 7, 7, 8), 3, 1, ((1, 1), (1, 1))),  # the pool branch
     ((2, 14, 14, 4), 2, 2, ((0, 0), (0, 0))),  # small preset's 2x2 stage pool
+    ((1, 57, 57, 2), 3, 2, ((0, 0), (0, 0))),  # a large map: XLA's reduce_window forward
   ],
 )
 def test_max_pool_matches_xla_and_its_gradient_selects_the_same_maxima(

@@ -128,9 +128,10 @@ def max_pool(x: jnp.ndarray, window: int, strides: int, pads: Pads) -> jnp.ndarr
   """Square max pooling over H and W of an NHWC array, padding with -inf.
 
   Both passes are elementwise ops on the window's strided slices, which XLA fuses into one loop
-  each. XLA's CPU reduce_window took 3-5x as long as the slices' maximum (same values: a maximum
-  is exact), and its select_and_scatter gradient, expanded into iotas, a variadic reduce_window
-  and a scatter, was a quarter of the 224x224 train step on a 2-core CPU
+  each. XLA's CPU reduce_window took 2-5x as long as the slices' maximum (same values: a maximum
+  is exact) on all but the largest maps pooled with a stride, which keep it
+  (REDUCE_WINDOW_MIN_AREA); its select_and_scatter gradient, expanded into iotas, a variadic
+  reduce_window and a scatter, was a quarter of the 224x224 train step on a 2-core CPU
   (experiments/results/xla_cpu_flags.md). The gradient is select_and_scatter's exactly: each
   window's gradient goes to its first maximum in row-major order.
   """
@@ -143,7 +144,23 @@ def _padded(x: jnp.ndarray, pads: Pads) -> jnp.ndarray:
   )
 
 
+# Maps at least this large (H x W) pool faster with XLA's reduce_window when strided: 2.5x on the
+# 224x224 stem's 112x112 and 56x56 stride-2 pools (batch 16, 2-core AMD EPYC), where the
+# slices' maximum is 2-4x faster on every map from 28x28 down and at stride 1.
+REDUCE_WINDOW_MIN_AREA = 56 * 56
+
+
 def _max_pool_forward(x, window, strides, pads):
+  if strides > 1 and x.shape[1] * x.shape[2] >= REDUCE_WINDOW_MIN_AREA:
+    y = lax.reduce_window(
+      x,
+      -jnp.inf,
+      lax.max,
+      (1, window, window, 1),
+      (1, strides, strides, 1),
+      ((0, 0), *pads, (0, 0)),
+    )
+    return y, (x, y)
   out_hw = tuple((x.shape[d] + sum(pads[d - 1]) - window) // strides + 1 for d in (1, 2))
   views = _window_views(_padded(x, pads), window, strides, out_hw)
   y = functools.reduce(jnp.maximum, (view for _, _, view in views))
