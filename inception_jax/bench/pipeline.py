@@ -40,9 +40,8 @@ def time_pipeline(
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
   options.threading.max_intra_op_parallelism = 1
-  options.autotune.enabled = (
-    False  # fixed thread counts: nothing to tune, no tuning thread to wait on
-  )
+  # Fixed thread counts: nothing for tf.data's autotuning to tune, and no thread to wait on.
+  options.autotune.enabled = False
   dataset = (
     tf.data.Dataset.from_tensor_slices(encoded)
     .repeat()
