@@ -123,19 +123,35 @@ def _window_views(
   ]
 
 
+# Maps at least this large (H x W) pool faster with XLA's reduce_window when strided and not
+# differentiated: 2.2-2.8x on the 224x224 stem's 112x112 and 56x56 stride-2 pools (batch 16,
+# 2-core AMD EPYC); the slices' maximum is as fast or faster on smaller maps (1.2-2x from 28x28
+# down) and 2-4x at stride 1.
+REDUCE_WINDOW_MIN_AREA = 56 * 56
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x: jnp.ndarray, window: int, strides: int, pads: Pads) -> jnp.ndarray:
   """Square max pooling over H and W of an NHWC array, padding with -inf.
 
   Both passes are elementwise ops on the window's strided slices, which XLA fuses into one loop
   each. XLA's CPU reduce_window took 2-5x as long as the slices' maximum (same values: a maximum
-  is exact) on all but the largest maps pooled with a stride, which keep it
+  is exact) on all but the largest maps pooled with a stride, which keep it outside training
   (REDUCE_WINDOW_MIN_AREA); its select_and_scatter gradient, expanded into iotas, a variadic
   reduce_window and a scatter, was a quarter of the 224x224 train step on a 2-core CPU
   (experiments/results/xla_cpu_flags.md). The gradient is select_and_scatter's exactly: each
   window's gradient goes to its first maximum in row-major order.
   """
-  return _max_pool_forward(x, window, strides, pads)[0]
+  if strides > 1 and x.shape[1] * x.shape[2] >= REDUCE_WINDOW_MIN_AREA:
+    return lax.reduce_window(
+      x,
+      -jnp.inf,
+      lax.max,
+      (1, window, window, 1),
+      (1, strides, strides, 1),
+      ((0, 0), *pads, (0, 0)),
+    )
+  return _slices_maximum(x, window, strides, pads)
 
 
 def _padded(x: jnp.ndarray, pads: Pads) -> jnp.ndarray:
@@ -144,26 +160,18 @@ def _padded(x: jnp.ndarray, pads: Pads) -> jnp.ndarray:
   )
 
 
-# Maps at least this large (H x W) pool faster with XLA's reduce_window when strided: 2.2-2.8x on
-# the 224x224 stem's 112x112 and 56x56 stride-2 pools (batch 16, 2-core AMD EPYC); the slices'
-# maximum is as fast or faster on smaller maps (1.2-2x from 28x28 down) and 2-4x at stride 1.
-REDUCE_WINDOW_MIN_AREA = 56 * 56
+def _slices_maximum(x, window, strides, pads):
+  out_hw = tuple((x.shape[d] + sum(pads[d - 1]) - window) // strides + 1 for d in (1, 2))
+  views = _window_views(_padded(x, pads), window, strides, out_hw)
+  return functools.reduce(jnp.maximum, (view for _, _, view in views))
 
 
 def _max_pool_forward(x, window, strides, pads):
-  if strides > 1 and x.shape[1] * x.shape[2] >= REDUCE_WINDOW_MIN_AREA:
-    y = lax.reduce_window(
-      x,
-      -jnp.inf,
-      lax.max,
-      (1, window, window, 1),
-      (1, strides, strides, 1),
-      ((0, 0), *pads, (0, 0)),
-    )
-    return y, (x, y)
-  out_hw = tuple((x.shape[d] + sum(pads[d - 1]) - window) // strides + 1 for d in (1, 2))
-  views = _window_views(_padded(x, pads), window, strides, out_hw)
-  y = functools.reduce(jnp.maximum, (view for _, _, view in views))
+  """Under differentiation the slices serve every map: the gradient compares the same slices
+  with the maximum and XLA shares them with this pass. With reduce_window here the 224x224
+  train step's profile had the max-pool gradient 21 ms slower and the ReLU before it no longer
+  fused into the pool (+32 ms), eating the forward's 17 ms gain."""
+  y = _slices_maximum(x, window, strides, pads)
   return y, (x, y)
 
 
