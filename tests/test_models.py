@@ -187,6 +187,7 @@ def test_max_pool_matches_xla_and_its_gradient_selects_the_same_maxima(
   y, ours_vjp = jax.vjp(ours, x)
   y_reference, reference_vjp = jax.vjp(reference, x)
   np.testing.assert_array_equal(y, y_reference)
+  np.testing.assert_array_equal(ours(x), y_reference)  # undifferentiated: reduce_window if large
   ones = jnp.ones_like(y)  # integer sums: exact whatever the order of the adds
   np.testing.assert_array_equal(ours_vjp(ones)[0], reference_vjp(ones)[0])
   grad = jax.random.normal(jax.random.key(1), y.shape, dtype)
