@@ -1,6 +1,6 @@
 """Images/s of the training input pipeline alone: JPEG decoding fused with the Inception crop.
 
-Generated JPEGs (ImageNet-like sizes, smooth random content so they compress like photos) go
+Generated JPEGs (data/synthetic.py: ImageNet-like sizes, content that compresses like photos) go
 through the same `train_image` the trainer maps over TFDS records, batched as in training.
 """
 
@@ -12,21 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from inception_jax.data.preprocess import train_image
+from inception_jax.data.synthetic import photo_like_jpegs
 from inception_jax.training.defaults import base_config
-
-
-def _jpegs(count: int, rng: np.random.Generator) -> list[bytes]:
-  """Random 500x375-ish photos: low-frequency noise upsampled, encoded at quality 90."""
-  images = []
-  for _ in range(count):
-    height, width = int(rng.integers(300, 500)), int(rng.integers(375, 640))
-    coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
-    image = tf.image.resize(coarse[None], (height, width), method="bicubic")[0]
-    image = tf.cast(
-      tf.clip_by_value(image + rng.normal(0, 8, (height, width, 3)), 0, 255), tf.uint8
-    )
-    images.append(tf.io.encode_jpeg(image, quality=90).numpy())
-  return images
 
 
 def time_pipeline(
@@ -36,7 +23,7 @@ def time_pipeline(
   augment = (
     base_config().augment
   )  # the paper's augmentation: crop, flip, photometric, interpolation
-  encoded = _jpegs(images, np.random.default_rng(0))
+  encoded = photo_like_jpegs(images, np.random.default_rng(0))
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
   options.threading.max_intra_op_parallelism = 1

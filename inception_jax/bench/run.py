@@ -155,6 +155,7 @@ def run_bench(
         first_line = (str(error).splitlines() or [""])[0][:200]
         row["error"] = f"{type(error).__name__}: {first_line}"
       results["rows"].append(row)
+      _write(results, out_dir)  # after every row: a run cut short keeps what it measured
       console.write(_progress(row) + "\n")
       console.flush()
   if options.pipeline_threads:
@@ -169,10 +170,14 @@ def run_bench(
       f"({measured['images_per_second_per_thread']:,.0f} per thread)\n"
     )
 
-  (out_dir / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-  (out_dir / "bench.md").write_text(markdown(results))
+  _write(results, out_dir)
   console.write(f"Results: {out_dir / 'bench.json'}, {out_dir / 'bench.md'}\n")
   return results
+
+
+def _write(results: dict[str, Any], out_dir: pathlib.Path) -> None:
+  (out_dir / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+  (out_dir / "bench.md").write_text(markdown(results))
 
 
 def _progress(row: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from inception_jax.data import (
   digits,  # noqa: F401  (registers sklearn_digits with TFDS)
   preprocess,
+  synthetic,  # noqa: F401  (registers synthetic_jpegs with TFDS)
 )
 from inception_jax.data.crops import CROPS, multi_crop
 from inception_jax.errors import ConfigError, did_you_mean
@@ -72,7 +73,8 @@ def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     raise ConfigError(
       f"data.name={data.name!r} is not a TFDS dataset{suggestion}; "
       f"use any image classification dataset from https://www.tensorflow.org/datasets/catalog "
-      f"(e.g. cifar10, imagenet2012, imagenette) or the embedded sklearn_digits."
+      f"(e.g. cifar10, imagenet2012, imagenette), the embedded sklearn_digits or the generated "
+      f"synthetic_jpegs/small."
     ) from None
   if not builder.is_prepared():
     config = tfds.download.DownloadConfig(manual_dir=data.manual_dir or None)
