@@ -253,3 +253,26 @@ def test_any_tfds_image_dataset_flows_through(load, catalog_dir, name, eval_spli
     assert first[0]["image"].shape == (5, 16, 16, 3) and first[0]["image"].dtype == np.uint8
     batches, num_batches = eval_batches(builder, config, local_batch=5)
   assert num_batches == 3 and sum(batch["mask"].sum() for batch in batches) == MOCKED
+
+
+def test_generated_jpegs_are_an_imagenet_shaped_dataset(load, tmp_path):
+  """synthetic_jpegs: photo-sized JPEGs, 1,000 classes, train and validation splits, built
+  offline and read like any TFDS dataset (the GPU run's data)."""
+  config = load(
+    "imagenet.py",
+    {
+      "data.name": "synthetic_jpegs/tiny",
+      "data.dir": str(tmp_path),
+      "image_size": 24,
+      "model.dtype": "float32",
+    },
+  )
+  builder = input_pipeline.prepare(config.data)
+  assert input_pipeline.num_classes(builder) == 1000
+  assert input_pipeline.num_examples(builder, "train") == 16
+  raw = next(iter(tfds.as_numpy(builder.as_dataset(split="validation[:1]"))))["image"]
+  assert raw.shape[0] in range(300, 500) and raw.shape[1] in range(375, 640)
+  (batch,) = train_batches(builder, config, 1, local_batch=8)
+  assert batch["image"].shape == (8, 24, 24, 3) and batch["image"].std() > 10
+  batches, num_batches = eval_batches(builder, config, local_batch=4)
+  assert num_batches == 2 and sum(batch["mask"].sum() for batch in batches) == 8
