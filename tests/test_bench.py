@@ -11,6 +11,7 @@ import jax
 import pytest
 
 from inception_jax.bench.cases import NETWORKS
+from inception_jax.bench.run import markdown
 from inception_jax.main import main
 from inception_jax.models import build_model, init_variables
 from inception_jax.training.devices import CPU_FEATURES, describe_line
@@ -67,6 +68,23 @@ def test_bench_times_train_and_eval_steps_and_writes_json_and_markdown(bench):
   assert "inception-jax bench --networks tiny16" in report
   assert "| tiny16 | float32 | 8 | train |" in report
   assert "| tf.data threads |" in report
+
+
+def test_the_report_says_how_much_of_a_224_train_step_waits_for_input(bench):
+  """With a 224x224 train step in the run (the GPU bench's), the report states the pipeline's
+  share: measured rows of this run, the train step's rate replaced by a GPU-like one."""
+  _, results, _ = bench
+  (train,) = [r for r in results["rows"] if r["framework"] == "ours" and r["mode"] == "train"]
+  step = {**train, "network": "torchvision224", "image_size": 224, "images_per_second": 7640.0}
+  pipeline = [
+    {"threads": 16, "images_per_second": 3051.0, "images_per_second_per_thread": 190.7},
+    {"threads": 1, "images_per_second": 318.0, "images_per_second_per_thread": 318.0},
+  ]
+  report = markdown({**results, "rows": [*results["rows"], step], "pipeline": pipeline})
+  assert "(torchvision224 float32 batch 8) runs 7,640 img/s" in report
+  assert "the pipeline's 16 thread(s) give 3,051, so training would wait for input 60%" in report
+  assert "At 191 img/s per thread, 41 thread(s) keep up." in report
+  assert "wait for input" not in markdown(results)  # tiny16 only: no 224x224 step
 
 
 def test_reports_name_the_cpus_vector_extensions(bench):

@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import itertools
 import json
+import math
 import os
 import pathlib
 import sys
@@ -349,4 +350,30 @@ def markdown(results: dict[str, Any]) -> str:
       f"{p['images_per_second_per_thread']:,.0f} |"
       for p in results["pipeline"]
     ]
+    lines += _pipeline_share(rows, results["pipeline"])
   return "\n".join(lines) + "\n"
+
+
+def _pipeline_share(rows: list[dict[str, Any]], pipeline: list[dict[str, Any]]) -> list[str]:
+  """Whether the input pipeline keeps up with our fastest 224x224 train step of this run: the
+  share of a training step spent waiting for input, and the threads that would feed it."""
+  steps = [
+    r
+    for r in rows
+    if r["framework"] == "ours" and r["mode"] == "train" and r["image_size"] == 224
+    if "error" not in r
+  ]
+  if not steps:
+    return []
+  step = max(steps, key=lambda r: r["images_per_second"])
+  best = max(pipeline, key=lambda p: p["images_per_second"])
+  needed = math.ceil(step["images_per_second"] / best["images_per_second_per_thread"])
+  waiting = max(0.0, 1 - best["images_per_second"] / step["images_per_second"])
+  return [
+    "",
+    f"Our fastest 224x224 train step here ({step['network']} {step['dtype']} batch "
+    f"{step['batch']}) runs {step['images_per_second']:,.0f} img/s; the pipeline's "
+    f"{best['threads']} thread(s) give {best['images_per_second']:,.0f}, so training would wait "
+    f"for input {waiting:.0%} of the time. At {best['images_per_second_per_thread']:,.0f} img/s "
+    f"per thread, {needed} thread(s) keep up.",
+  ]
