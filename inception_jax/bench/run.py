@@ -360,8 +360,10 @@ def _pipeline_share(rows: list[dict[str, Any]], pipeline: list[dict[str, Any]]) 
   steps = [
     r
     for r in rows
-    if r["framework"] == "ours" and r["mode"] == "train" and r["image_size"] == 224
-    if "error" not in r
+    if r["framework"] == "ours"
+    and r["mode"] == "train"
+    and r["image_size"] == 224
+    and "error" not in r
   ]
   if not steps:
     return []
