@@ -55,17 +55,21 @@ BENCH_DEFAULTS = [
 
 
 def run_variant(
-  flags: str, out: pathlib.Path, bench_args: list[str], env: dict[str, str] | None = None
+  flags: str,
+  out: pathlib.Path,
+  bench_args: list[str],
+  env: dict[str, str] | None = None,
+  torch: str = "none",
 ) -> dict[str, Any]:
   """One bench process under XLA_FLAGS=flags (the project adds its defaults to what it lacks)
-  and the other variables of `env` (JAX options)."""
+  and the other variables of `env` (JAX options), with the PyTorch peer as `--torch` says."""
   command = [
     sys.executable,
     "-m",
     "inception_jax.main",
     "bench",
     "--torch",
-    "none",
+    torch,
     "--pipeline-threads",
     "",
     *bench_args,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import absl.logging
 
+from inception_jax import launch
 from inception_jax.bench.options import BenchOptions
 from inception_jax.config import (
   load_config,
@@ -267,6 +268,8 @@ def _integers(text: str) -> tuple[int, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  if argv is None:  # run as the command, not called from Python: its process is ours to set up
+    launch.reexecute_with_tunables()
   args, rest = _parser().parse_known_args(argv)
   absl.logging.set_verbosity(absl.logging.ERROR)  # the libraries' notices drown the progress lines
   try:

@@ -60,6 +60,7 @@ def test_bench_times_train_and_eval_steps_and_writes_json_and_markdown(bench):
   ]
   for row in ours:
     assert row["images_per_second"] > 0 and row["seconds_per_step"] > 0
+    assert row["page_faults_per_step"] >= 0
     assert row["compile_seconds"] > 0 and row["memory_bytes"] > 0
     assert 0 < row["peak_share"] < 1
   train, evaluation = ours

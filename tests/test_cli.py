@@ -1,10 +1,12 @@
 """Bad input on the command line: one clear message, exit code 2, no traceback."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
+from inception_jax import launch
 from inception_jax.config import apply_overrides, parse_override_args
 from inception_jax.errors import ConfigError
 from inception_jax.main import main
@@ -90,3 +92,34 @@ def test_console_script_is_installed():
     text=True,
   )
   assert bad.returncode == 2 and "choose one of: paper, small, torchvision" in bad.stderr
+
+
+def test_tunables_are_added_once_and_never_override_the_users():
+  glibc, allowed = (2, 36), True
+  tuned = launch.tuned_environment({"PATH": "/bin"}, glibc, allowed)
+  assert tuned["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1" and tuned["PATH"] == "/bin"
+  assert launch.tuned_environment(tuned, glibc, allowed) is None  # the re-executed process
+  mine = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+  assert launch.tuned_environment(mine, glibc, allowed)["GLIBC_TUNABLES"] == (
+    "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+  )
+  assert (
+    launch.tuned_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, glibc, allowed) is None
+  )
+  assert launch.tuned_environment({}, (2, 31), allowed) is None  # glibc without the tunable
+  assert launch.tuned_environment({}, None, allowed) is None  # macOS, musl
+  assert launch.tuned_environment({}, glibc, False) is None  # huge pages off in the kernel
+
+
+def test_the_command_reruns_itself_once_with_the_tunables():
+  code = (
+    "import os; from inception_jax import launch; print('ran'); launch.reexecute_with_tunables(); "
+    "print(os.environ.get('GLIBC_TUNABLES'))"
+  )
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", launch._DONE)}
+  result = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+  )
+  applies = launch.tuned_environment(env, launch._glibc_version(), launch._huge_pages_allowed())
+  expected = ["ran", "ran", "glibc.malloc.hugetlb=1"] if applies else ["ran", "None"]
+  assert result.stdout.split() == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -61,16 +62,24 @@ class Case:
 
 
 def time_steps(step: Callable[[], None], batch: int, steps: int, warmup: int) -> dict[str, float]:
-  """Median seconds of `steps` calls of `step` after `warmup` untimed ones, and images/s.
+  """Median seconds of `steps` calls of `step` after `warmup` untimed ones, images/s, and the
+  process's minor page faults per timed step (memory the kernel had to map in afresh: on a CPU,
+  the step's buffers, experiments/results/host_memory.md).
 
   `step` must wait for its own work (block_until_ready, cuda.synchronize), as both frameworks'
   timings do, so that each call measures one whole step.
   """
-  times = []
+  times, faults = [], 0
   for i in range(warmup + steps):
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     step()
     if i >= warmup:
       times.append(time.perf_counter() - start)
+      faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
   seconds = statistics.median(times)
-  return {"seconds_per_step": seconds, "images_per_second": batch / seconds}
+  return {
+    "seconds_per_step": seconds,
+    "images_per_second": batch / seconds,
+    "page_faults_per_step": faults / steps,
+  }

@@ -107,6 +107,7 @@ def run_bench(
     "rows": [],
     "pipeline": [],
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
   }
   if with_torch:
     import torch  # pylint: disable=import-outside-toplevel
@@ -270,7 +271,11 @@ def markdown(results: dict[str, Any]) -> str:
       else "; PyTorch not installed, so ours alone"
     )
     + "."
-    + (f" XLA_FLAGS={results['xla_flags']}." if results["xla_flags"] else ""),
+    + "".join(
+      f" {variable}={results[key]}."
+      for key, variable in (("xla_flags", "XLA_FLAGS"), ("glibc_tunables", "GLIBC_TUNABLES"))
+      if results.get(key)
+    ),
     "",
   ]
   peers = {(r["network"], r["peer"], r["parameters"]) for r in rows if "peer" in r}
