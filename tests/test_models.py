@@ -23,6 +23,7 @@ from inception_jax.models import (
   variable_shapes,
 )
 from inception_jax.models.layers import (
+  BatchNorm,
   ConvUnit,
   LocalResponseNorm,
   MaxPool,
@@ -163,6 +164,50 @@ def test_ceil_mode_pooling_matches_pytorch_sizes():
   x = jnp.arange(2 * 5 * 5 * 1, dtype=jnp.float32).reshape(2, 5, 5, 1)
   y = MaxPool(3, 2).apply({}, x)
   np.testing.assert_array_equal(y[0, :, :, 0], [[12, 14], [22, 24]])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("axis_name", [None, "batch"])
+def test_batch_norm_is_flaxs_with_the_same_gradient(dtype, axis_name):
+  """Variables, output and running averages to the bit; gradients of x and the parameters to
+  rounding (bfloat16's for x); with axis_name, statistics and gradients over both shares of the
+  batch (vmap stands in for pmap's devices)."""
+  rng = np.random.default_rng(0)
+  shape = (2, 4, 5, 5, 6) if axis_name else (8, 5, 5, 6)
+  x = jnp.asarray(rng.normal(3.0, 2.0, shape), dtype)
+  weights = jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+  def run(module):
+    variables = module.init(KEY, x[0] if axis_name else x)
+
+    def loss(params, x):
+      y, updates = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+      return (y.astype(jnp.float32) * (weights[0] if axis_name else weights)).sum(), (y, updates)
+
+    grad = jax.grad(loss, argnums=(0, 1), has_aux=True)
+    if axis_name:
+      grad = jax.vmap(grad, in_axes=(None, 0), axis_name=axis_name)
+    return variables, *grad(variables["params"], x)
+
+  settings = dict(momentum=0.9, epsilon=1e-3, axis_name=axis_name, dtype=dtype)
+  ours = run(BatchNorm(use_running_average=False, **settings))
+  flax_ = run(flax.linen.BatchNorm(use_running_average=False, use_fast_variance=False, **settings))
+  jax.tree.map(np.testing.assert_array_equal, ours[0], flax_[0])
+  jax.tree.map(np.testing.assert_array_equal, ours[2], flax_[2])  # y, batch_stats
+  (params, dx), (flax_params, flax_dx) = ours[1], flax_[1]
+  jax.tree.map(
+    functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5), params, flax_params
+  )
+  scale = float(jnp.abs(flax_dx.astype(jnp.float32)).max())
+  tolerance = 1e-6 if dtype == jnp.float32 else 1e-2
+  np.testing.assert_allclose(
+    dx.astype(jnp.float32), flax_dx.astype(jnp.float32), atol=tolerance * scale
+  )
+  inference = {**settings, "use_running_average": True}
+  np.testing.assert_array_equal(
+    BatchNorm(**inference).apply(ours[0], x),
+    flax.linen.BatchNorm(use_fast_variance=False, **inference).apply(flax_[0], x),
+  )
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
