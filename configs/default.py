@@ -1,4 +1,4 @@
-"""A small GoogLeNet trained on the embedded handwritten digits: no network, a few minutes on a CPU.
+"""A small GoogLeNet trained on the embedded handwritten digits: no network, a minute on a CPU.
 
 The paper's network at a quarter of the width with the small-image stem (no stride or pooling
 before inception 3a), BatchNorm instead of LRN, aux heads pooled adaptively, on scikit-learn's
