@@ -20,7 +20,7 @@ import statistics
 import sys
 from typing import Any
 
-from xla_cpu_flags import run_variant, write_results
+from xla_cpu_flags import case_name, run_variant, write_results
 
 from inception_jax.training.devices import describe_line
 
@@ -34,12 +34,8 @@ BENCH_DEFAULTS = [
 ]
 
 
-def _case(row: dict[str, Any]) -> str:
-  return f"{row['network']} {row['dtype']} {row['mode']} b{row['batch']}"
-
-
 def _by_case(rows: list[dict[str, Any]], framework: str) -> dict[str, dict[str, Any]]:
-  return {_case(row): row for row in rows if row["framework"] == framework}
+  return {case_name(row): row for row in rows if row["framework"] == framework}
 
 
 def markdown(results: dict[str, Any]) -> str:

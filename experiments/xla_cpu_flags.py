@@ -80,7 +80,7 @@ def run_variant(
   return json.loads((out / "bench.json").read_text())
 
 
-def _case(row: dict[str, Any]) -> str:
+def case_name(row: dict[str, Any]) -> str:
   return f"{row['network']} {row['dtype']} {row['mode']} b{row['batch']}"
 
 
@@ -88,8 +88,8 @@ def markdown(results: dict[str, Any]) -> str:
   """One row per variant: its XLA_FLAGS as the bench saw them, images/s per case and the ratio
   to the first variant (XLA's defaults)."""
   variants = results["variants"]
-  cases = [_case(row) for row in variants[0]["rows"]]
-  baseline = {_case(row): row["images_per_second"] for row in variants[0]["rows"]}
+  cases = [case_name(row) for row in variants[0]["rows"]]
+  baseline = {case_name(row): row["images_per_second"] for row in variants[0]["rows"]}
   lines = [
     f"# XLA CPU options\n\nCommand: `{results['command']}`\n",
     f"Machine: {describe_line(results['machine'])}. Images/s of our step (median of the timed "
@@ -98,7 +98,7 @@ def markdown(results: dict[str, Any]) -> str:
     "|---|---|" + "---:|" * len(cases),
   ]
   for variant in variants:
-    speed = {_case(row): row["images_per_second"] for row in variant["rows"]}
+    speed = {case_name(row): row["images_per_second"] for row in variant["rows"]}
     cells = [f"{speed[case]:.2f} ({speed[case] / baseline[case]:.2f}x)" for case in cases]
     lines.append(f"| {variant['label']} | `{variant['xla_flags']}` | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
