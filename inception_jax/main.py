@@ -221,6 +221,13 @@ def _parser() -> argparse.ArgumentParser:
     help="untimed steps after compiling (default: 2)",
   )
   bench.add_argument(
+    "--rounds",
+    type=int,
+    default=BenchOptions.rounds,
+    help="time each case's frameworks in turn this many times and report the median round: "
+    "steadier ratios on a machine whose speed drifts (default: 1)",
+  )
+  bench.add_argument(
     "--torch",
     choices=("auto", "none", "required"),
     default="auto",
@@ -287,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "modes",
             "steps",
             "warmup",
+            "rounds",
             "torch",
             "torch_variants",
             "pipeline_threads",

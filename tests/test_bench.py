@@ -36,6 +36,8 @@ def bench(tmp_path_factory):
     "3",
     "--warmup",
     "1",
+    "--rounds",
+    "2",
     "--torch-variants",
     "eager",
     "--pipeline-threads",
@@ -61,6 +63,8 @@ def test_bench_times_train_and_eval_steps_and_writes_json_and_markdown(bench):
   for row in ours:
     assert row["images_per_second"] > 0 and row["seconds_per_step"] > 0
     assert row["page_faults_per_step"] >= 0
+    rounds = row["rounds_seconds_per_step"]  # --rounds 2: the reported step is their median
+    assert len(rounds) == 2 and row["seconds_per_step"] == pytest.approx(sum(rounds) / 2)
     assert row["compile_seconds"] > 0 and row["memory_bytes"] > 0
     assert 0 < row["peak_share"] < 1
   train, evaluation = ours
@@ -147,9 +151,12 @@ def test_profile_parts_follow_the_ops_module_and_pass():
   assert torch_part("Optimizer.step#SGD.step") == "loss, update and metrics"
 
 
-def test_bench_refuses_unknown_networks(capsys, tmp_path):
+def test_bench_refuses_bad_options(capsys, tmp_path):
   assert main(["bench", "--networks", "tiny", "--out", str(tmp_path / "b")]) == 2
   assert "tiny16" in capsys.readouterr().err
+  assert not (tmp_path / "b").exists()
+  assert main(["bench", "--rounds", "0", "--out", str(tmp_path / "b")]) == 2
+  assert "--rounds 0: needs at least 1" in capsys.readouterr().err
   assert not (tmp_path / "b").exists()
 
 

@@ -14,6 +14,7 @@ class BenchOptions:
   modes: Sequence[str] = ("train", "eval")
   steps: int = 10
   warmup: int = 2
+  rounds: int = 1  # >1: each case's frameworks timed again in turn, the median of the rounds
   torch: str = "auto"  # auto (if installed) | none | required
   torch_variants: Sequence[str] = ("eager", "compile")
   pipeline_threads: Sequence[int] = (1, 0)  # 0: every CPU core; () skips the pipeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -34,10 +35,13 @@ def _batch(case: Case, rng: np.random.Generator, num_classes: int) -> dict[str, 
   return devices.put_batch(batch)
 
 
-def time_ours(case: Case, steps: int, warmup: int, profile_steps: int = 0) -> dict[str, Any]:
+def time_ours(
+  case: Case, steps: int, warmup: int, profile_steps: int = 0
+) -> tuple[dict[str, Any], Callable[[], None]]:
   """Median seconds per step over `steps` timed steps after `warmup` untimed ones (and the
   compile), each step waited for with block_until_ready, on one resident batch; with
-  `profile_steps`, then the XLA op time of each part of the step over that many traced steps."""
+  `profile_steps`, then the XLA op time of each part of the step over that many traced steps.
+  Also the step itself, for timing it again in later rounds."""
   config = base_config()
   config.model = case.model_config()
   config.image_size, config.batch_size = case.image_size, case.batch
@@ -73,4 +77,4 @@ def time_ours(case: Case, steps: int, warmup: int, profile_steps: int = 0) -> di
   }
   if profile_steps:
     result["profile"] = profile_jax(step, compiled.as_text(), profile_steps)
-  return result
+  return result, step

@@ -13,14 +13,16 @@ import json
 import math
 import os
 import pathlib
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import jax
 import jax.numpy as jnp
 
-from inception_jax.bench.cases import MODES, NETWORKS, Case
+from inception_jax.bench.cases import MODES, NETWORKS, Case, time_steps
 from inception_jax.bench.options import BenchOptions
 from inception_jax.bench.ours import time_ours
 from inception_jax.cost import layer_costs
@@ -92,6 +94,8 @@ def run_bench(
     choose(DTYPES, dtype, "--dtypes entry")
   for mode in options.modes:
     choose(dict.fromkeys(MODES), mode, "--modes entry")
+  if options.rounds < 1:
+    raise ConfigError(f"--rounds {options.rounds}: needs at least 1 (1: one timing per case).")
   with_torch = _torch_available(options.torch)
   if with_torch:
     from inception_jax.bench import theirs  # pylint: disable=import-outside-toplevel
@@ -140,6 +144,7 @@ def run_bench(
         )
         for variant in options.torch_variants
       ]
+    timed: list[tuple[dict[str, Any], Callable[[], None]]] = []  # (row, its step) that ran
     for framework, variant, measure in runs:
       row = {
         **dataclasses.asdict(case),
@@ -149,8 +154,10 @@ def run_bench(
         "flops_per_image": flops,
       }
       try:
-        row.update(measure())
+        measured, step = measure()
+        row.update(measured)
         row["peak_share"] = row["images_per_second"] * flops / peaks[dtype][0]
+        timed.append((row, step))
       except Exception as error:  # pylint: disable=broad-except  # e.g. torch.compile without a compiler
         if framework == "ours":
           raise
@@ -160,6 +167,11 @@ def run_bench(
       _write(results, out_dir)  # after every row: a run cut short keeps what it measured
       console.write(_progress(row) + "\n")
       console.flush()
+    if options.rounds > 1:
+      _more_rounds(timed, case.batch, options, flops / peaks[dtype][0])
+      _write(results, out_dir)
+      for row, _ in timed:
+        console.write(_progress(row) + f", median of {options.rounds} rounds\n")
   if options.pipeline_threads:
     # TensorFlow only when the pipeline is timed: the steps need none (GPU images often lack it)
     from inception_jax.bench.pipeline import time_pipeline
@@ -175,6 +187,31 @@ def run_bench(
   _write(results, out_dir)
   console.write(f"Results: {out_dir / 'bench.json'}, {out_dir / 'bench.md'}\n")
   return results
+
+
+def _more_rounds(
+  timed: list[tuple[dict[str, Any], Callable[[], None]]],
+  batch: int,
+  options: BenchOptions,
+  flops_per_peak: float,
+) -> None:
+  """Times each framework's step again, in turn, for rounds 2..N (one warm-up step each), and
+  makes each row's figures the median over its rounds: on a machine whose speed drifts, a ratio
+  of two medians taken minutes apart moves with the drift, one of medians of rounds taken in
+  turn much less. Each round's own figures stay in the row."""
+  for row in (row for row, _ in timed):
+    row["rounds_seconds_per_step"] = [row["seconds_per_step"]]
+    row["rounds_page_faults_per_step"] = [row["page_faults_per_step"]]
+  for _ in range(options.rounds - 1):
+    for row, step in timed:
+      again = time_steps(step, batch, options.steps, warmup=1)
+      row["rounds_seconds_per_step"].append(again["seconds_per_step"])
+      row["rounds_page_faults_per_step"].append(again["page_faults_per_step"])
+  for row, _ in timed:
+    row["seconds_per_step"] = statistics.median(row["rounds_seconds_per_step"])
+    row["page_faults_per_step"] = statistics.median(row["rounds_page_faults_per_step"])
+    row["images_per_second"] = batch / row["seconds_per_step"]
+    row["peak_share"] = row["images_per_second"] * flops_per_peak
 
 
 def _write(results: dict[str, Any], out_dir: pathlib.Path) -> None:
@@ -288,8 +325,15 @@ def markdown(results: dict[str, Any]) -> str:
     f"{d}: {p['flops'] / 1e12:,.2f} TFLOP/s ({p['source']})" for d, p in results["peaks"].items()
   )
   lines += [
-    f"Images/s are the global batch over the median of timed steps (after warm-up, on "
-    f"device-resident data, each step waited for). Train = forward, backward and SGD "
+    "Images/s are the global batch over the median of timed steps (after warm-up, on "
+    "device-resident data, each step waited for)"
+    + (
+      "; with --rounds, each case's frameworks were timed in turn that many times and the "
+      "figure is the median of the rounds' medians (each round's in bench.json)"
+      if any("rounds_seconds_per_step" in row for row in rows)
+      else ""
+    )
+    + f". Train = forward, backward and SGD "
     f"update with the aux heads; eval = forward. % peak = FLOPs (2 x multiply-adds, x3 "
     f"for training) per second over the device's peak ({peak_text}). Memory: ours is "
     f"XLA's count for the compiled step (arguments + outputs + temporaries); PyTorch's is "

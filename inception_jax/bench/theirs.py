@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,8 +33,9 @@ def _sync(dev: torch.device) -> None:
 
 def time_theirs(
   case: Case, variant: str, steps: int, warmup: int, profile_steps: int = 0
-) -> dict[str, Any]:
-  """Median seconds per step of the PyTorch peer, as `time_ours` measures ours (and profiles)."""
+) -> tuple[dict[str, Any], Callable[[], None]]:
+  """Median seconds per step of the PyTorch peer, as `time_ours` measures ours (and profiles),
+  and the step itself."""
   dev = device()
   torch.manual_seed(0)
   model_config = case.model_config()
@@ -84,4 +86,4 @@ def time_theirs(
     "memory_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
     "peer": what,
     "parameters": parameter_count(net),
-  }
+  }, timed_step
