@@ -199,7 +199,7 @@ def _more_rounds(
   makes each row's figures the median over its rounds: on a machine whose speed drifts, a ratio
   of two medians taken minutes apart moves with the drift, one of medians of rounds taken in
   turn much less. Each round's own figures stay in the row."""
-  for row in (row for row, _ in timed):
+  for row, _ in timed:
     row["rounds_seconds_per_step"] = [row["seconds_per_step"]]
     row["rounds_page_faults_per_step"] = [row["page_faults_per_step"]]
   for _ in range(options.rounds - 1):
