@@ -14,6 +14,7 @@ import subprocess
 
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from helpers import (
@@ -30,7 +31,10 @@ from helpers import (
 )
 
 from inception_jax.main import main
+from inception_jax.models import build_model
+from inception_jax.training import devices, optim
 from inception_jax.training.reporting import read_metrics
+from inception_jax.training.steps import make_train_step, train_state_program
 from inception_jax.training.trainer import evaluate, train_and_evaluate
 
 
@@ -162,7 +166,7 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path,
   if stop == signal.SIGTERM:  # resume with the first step a log step: its images/s lacks compiling
     resumed = run_command("train", tmp_path, tiny, extra=[f"--config.log_every_steps={step + 1}"])
     assert resumed.returncode == 0, resumed.stderr
-    first = float(resumed.stdout.split("compilation included: ")[1].split("s")[0])
+    first = float(resumed.stdout.split("First step done ")[1].split("s")[0])
     (record,) = [
       r for r in read_metrics(tmp_path) if r["step"] == step + 1 and r["split"] == "train"
     ]
@@ -285,3 +289,27 @@ def test_two_processes_train_as_one_job(tiny, tmp_path):
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [2, 4]
   final = read_metrics(tmp_path)[-1]
   assert final["split"] == "eval" and final["count"] == 360  # each process evaluated its half
+
+
+def test_steps_compiled_from_shapes_are_the_steps_compiled_from_values(tiny):
+  """`train` compiles its steps before the state and the first batch exist (beside the state's
+  own compile): from shapes the program must be the one the values give, to the last attribute,
+  so that the run stays the one it was."""
+  config = tiny_config(tiny)
+  model = build_model(config.model, batch_axis_name=devices.AXIS)
+  tx = optim.optimizer(config, optax.constant_schedule(0.1))
+  create, shapes = train_state_program(config, model, tx)
+  state = devices.put_state(create())
+  size = config.image_size
+  host = {
+    "image": np.zeros((config.batch_size, size, size, 3), np.uint8),
+    "label": np.zeros((config.batch_size,), np.int32),
+  }
+  from_values = devices.parallel(make_train_step(model, tx, config)).lower(
+    state, devices.put_batch(host)
+  )
+  from_shapes = devices.parallel(make_train_step(model, tx, config)).lower(
+    devices.state_shapes(shapes),
+    devices.batch_shapes({key: (value.shape, value.dtype) for key, value in host.items()}),
+  )
+  assert from_shapes.as_text() == from_values.as_text()

@@ -13,7 +13,7 @@ import os
 import platform
 import resource
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -194,6 +194,25 @@ def parallel_eval(step: Callable[..., Any]) -> Callable[..., Any]:
 def put_state(state: Any) -> Any:
   """The train state as the pmapped steps want it: a full copy on each of this process's devices."""
   return jax.device_put(state, NamedSharding(_mesh(), PartitionSpec()))
+
+
+def state_shapes(shapes: Any) -> Any:
+  """The state's shapes (jax.ShapeDtypeStruct or array leaves) placed as `put_state` places it:
+  what `compile_step` needs to compile a step before the state exists."""
+  sharding = NamedSharding(_mesh(), PartitionSpec())
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
+def batch_shapes(
+  shapes: Mapping[str, tuple[Sequence[int], np.dtype]],
+) -> dict[str, jax.ShapeDtypeStruct]:
+  """A host batch's {key: (shape, dtype)} as `put_batch` places it, for `compile_step`."""
+  sharding = NamedSharding(_mesh(), PartitionSpec(AXIS))
+  devices = jax.local_device_count()
+  return {
+    key: jax.ShapeDtypeStruct((devices, shape[0] // devices, *shape[1:]), dtype, sharding=sharding)
+    for key, (shape, dtype) in shapes.items()
+  }
 
 
 def _rewrap(tree: Any, mesh: Mesh) -> Any:

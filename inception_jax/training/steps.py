@@ -18,6 +18,8 @@ from inception_jax.training.devices import AXIS
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 TRAIN_SUMS = ("loss", "aux_loss", "correct", "count")
+# XLA options for a program that runs once (other backends ignore the CPU one).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 @flax.struct.dataclass
@@ -71,10 +73,26 @@ def create_train_state(
   """Initial state from config.seed: parameters, optimizer state, EMA copy, dropout key.
 
   `variables` (params and batch_stats: imported, or taken from a run to fine-tune) replace the
-  initialisation. One jitted program: built op by op, the optimizer's zeros alone cost a compile
-  per shape. It runs once, so LLVM does not optimise it: the configs/default.py state compiles in
-  4.5 s instead of 7.4 s on a 2-core CPU and takes 50 ms instead of 10 (the normal samples'
-  float rounding differs from the optimised program's in the last bits).
+  initialisation."""
+  return train_state_program(config, model, tx, variables)[0]()
+
+
+def train_state_program(
+  config: ml_collections.ConfigDict,
+  model: GoogLeNet,
+  tx: optax.GradientTransformation,
+  variables: dict[str, Any] | None = None,
+) -> tuple[Callable[[], TrainState], TrainState]:
+  """`create_train_state` traced but not yet compiled: the function that compiles and runs it,
+  and the state's shapes (jax.ShapeDtypeStruct leaves), so that the steps can be compiled while
+  it is (`trainer`).
+
+  One jitted program: built op by op, the optimizer's zeros alone cost a compile per shape. It
+  runs once, so it is compiled for compiling fast: LLVM does not optimise it (configs/default.py's
+  state compiles in 4.5 s instead of 7.4 s on a 2-core CPU and takes 50 ms instead of 10; the
+  normal samples' float rounding differs from the optimised program's in the last bits), and on
+  CPU XLA's older fusion emitters generate it (5.1 instead of 7.2-8.2 CPU-seconds, 593 fusions
+  instead of 939, the same values to the bit).
   """
 
   def create(variables: dict[str, Any] | None) -> TrainState:
@@ -91,8 +109,12 @@ def create_train_state(
       train_sums=zero_sums(),
     )
 
-  compiled = jax.jit(create).lower(variables).compile({"xla_backend_optimization_level": 0})
-  return compiled(variables)
+  lowered = jax.jit(create).lower(variables)
+
+  def compile_and_run() -> TrainState:
+    return lowered.compile(FAST_COMPILE)(variables)
+
+  return compile_and_run, lowered.out_info
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 import os
 import pathlib
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -35,12 +37,12 @@ from inception_jax.training.checkpoints import Checkpoints
 from inception_jax.training.reporting import Reporter, eval_line, progress_line, read_metrics
 from inception_jax.training.steps import (
   TrainState,
-  create_train_state,
   initial_variables,
   make_eval_step,
   make_train_step,
   score,
   stack_models,
+  train_state_program,
   zero_sums,
 )
 
@@ -145,7 +147,7 @@ class _Run:
 
   def abstract_state(self) -> TrainState:
     """The state's shapes and dtypes, laid out as in a checkpoint, without computing it."""
-    shapes = jax.eval_shape(lambda: create_train_state(self.config, self.model, self.tx))
+    shapes = train_state_program(self.config, self.model, self.tx)[1]  # traced, not compiled
     sharding = devices.checkpoint_sharding()
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
@@ -159,8 +161,8 @@ class _Run:
       crops=crops,
     )[0]
 
-  def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-    dataset = input_pipeline.train_dataset(
+  def train_batches(self, start_step: int) -> tf.data.Dataset:
+    return input_pipeline.train_dataset(
       self.builder,
       self.config,
       local_batch=self.local_batch,
@@ -168,7 +170,16 @@ class _Run:
       process_index=devices.process_index(),
       process_count=devices.process_count(),
     )
-    return tfds.as_numpy(dataset)
+
+  def batch_shapes(self, batches: tf.data.Dataset) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes of `batches` as the steps get them (eval's padded batches are all full size,
+    though tf.data cannot tell), for compiling before the first batch."""
+    return devices.batch_shapes(
+      {
+        key: ((self.local_batch, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
+        for key, spec in batches.element_spec.items()
+      }
+    )
 
 
 def _evaluate(
@@ -250,10 +261,14 @@ def _stop_flag() -> Iterator[list[int]]:
       signal.signal(number, handler)
 
 
-def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any], list[str]]:
+def _restore_or_create(
+  run: _Run,
+) -> tuple[Callable[[], TrainState], TrainState, dict[str, Any], list[str]]:
   """The newest intact checkpoint's state and progress, else a fresh state (from config.init_from's
-  weights when set), and lines to tell the user. The damaged checkpoints it skipped are moved
-  aside once nothing is left to refuse; nothing else on disk is touched."""
+  weights when set), and lines to tell the user. The state comes as the function that makes it
+  (compiling a fresh one takes seconds, done beside the steps' compiling) and its shapes. The
+  damaged checkpoints it skipped are moved aside once nothing is left to refuse; nothing else on
+  disk is touched."""
   if (run.workdir / "checkpoints").is_dir():
     with Checkpoints(run.workdir, read_only=True) as existing:
       if existing.latest_step() is not None:  # refuses another model's checkpoint
@@ -264,14 +279,15 @@ def _restore_or_create(run: _Run) -> tuple[TrainState, dict[str, Any], list[str]
             f"run to resume. Fine-tune from them in a new workdir: --config.init_from="
             f"{run.workdir} --workdir NEW_DIR. Nothing was changed."
           )
-        return devices.from_checkpoint(state), progress, existing.set_aside(damaged)
+        state = devices.from_checkpoint(state)
+        return lambda: state, state, progress, existing.set_aside(damaged)
   variables, lines = None, []
   if run.config.init_from:
     variables, lines = finetune.start_variables(
       run.config, initial_variables(run.config, run.model)
     )
-  state = create_train_state(run.config, run.model, run.tx, variables)
-  return devices.put_state(state), {"step": 0, "seconds": 0.0}, lines
+  create, shapes = train_state_program(run.config, run.model, run.tx, variables)
+  return lambda: devices.put_state(create()), shapes, {"step": 0, "seconds": 0.0}, lines
 
 
 def _train_metrics(
@@ -340,9 +356,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   unwritable = _unwritable(pathlib.Path(workdir))
   if unwritable and not (pathlib.Path(workdir) / "checkpoints").is_dir():
     raise ConfigError(f"--workdir {workdir}: {unwritable}; choose a folder you can write to.")
+  started = time.monotonic()
   run = _Run(config, workdir)
   with _stop_flag() as terminated:
-    state, progress, start_lines = _restore_or_create(run)
+    make_state, shapes, progress, start_lines = _restore_or_create(run)
     start_step = progress["step"]
     is_chief = devices.process_index() == 0
     owed = devices.from_process_zero(_eval_owed(run, start_step))
@@ -358,7 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             ]
           )
         )
-      return state
+      return make_state()
     if unwritable:  # only known now: a finished run in it would have needed no writing
       raise ConfigError(
         f"--workdir {workdir}: {unwritable}; the run there cannot go on. Copy "
@@ -368,10 +385,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       run.workdir.mkdir(parents=True, exist_ok=True)
       _write_config(config, run.workdir, start_step)
     with (
+      ThreadPoolExecutor(2, thread_name_prefix="compile") as compiling,
       Checkpoints(run.workdir, keep=config.keep_checkpoints) as checkpoints,
       Reporter(run.workdir, start_step, active=is_chief) as reporter,
     ):
-      params = sum(x.size for x in jax.tree.leaves(state.params))
+      # The state, the train step and the eval step compile at once, from shapes: none needs
+      # another's values, and XLA compiling one program leaves a core of two idle half the time
+      # (configs/default.py on 2 cores: first step 5 s sooner, experiments/results/compile_time.md).
+      train_batches, eval_batches = run.train_batches(start_step), run.eval_batches()
+      placed = devices.state_shapes(shapes)
+      state_ready = compiling.submit(make_state)
+      train_step_ready = compiling.submit(
+        devices.compile_step,
+        devices.parallel(make_train_step(run.model, run.tx, config)),
+        placed,
+        run.batch_shapes(train_batches),
+      )
+      eval_step_ready = compiling.submit(
+        devices.compile_step,
+        devices.parallel_eval(make_eval_step(run.model)),
+        devices.state_shapes(jax.eval_shape(lambda s: stack_models([s.eval_variables()]), placed)),
+        run.batch_shapes(eval_batches),
+      )
+      params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes.params))
       reporter.print(
         f"{'Resuming at step ' + str(start_step) if start_step else 'Training'}: GoogLeNet "
         f"({config.model.module} modules, {params:,} parameters) on {config.data.name}, "
@@ -382,12 +418,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       for line in start_lines:
         reporter.print(line)
 
-      train_step = devices.parallel(make_train_step(run.model, run.tx, config))
-      eval_step = devices.parallel_eval(make_eval_step(run.model))
-      eval_batches = run.eval_batches()
+      state = state_ready.result()
 
       def record_eval(step: int) -> None:
         models = stack_models([state.eval_variables()])
+        eval_step = eval_step_ready.result()[0]
         metrics = {**_evaluate(eval_step, models, eval_batches), "seconds": progress["seconds"]}
         reporter.write(step, "eval", metrics)
         reporter.print(eval_line(step, metrics))
@@ -398,14 +433,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           f"before recording its evaluation."
         )
         record_eval(start_step)
-      batches = devices.prefetch(run.train_batches(start_step))
+      batches = devices.prefetch(tfds.as_numpy(train_batches))
       start_time = time.monotonic() - progress["seconds"]
       window_start, window_first_step = time.monotonic(), start_step
       unchecked = None  # (step, losses) of a step whose losses were not yet checked for NaN
       for step in range(start_step + 1, run.total_steps + 1):
         batch = next(batches)
         if step == start_step + 1:  # compiled ahead of time, so that XLA says what memory it needs
-          train_step, step_memory = devices.compile_step(train_step, state, batch)
+          train_step, step_memory = train_step_ready.result()
           compiled_at = time.monotonic()
         state, losses = train_step(state, batch)
         if unchecked:  # the previous step's losses: done by now, so this hardly ever waits
@@ -417,7 +452,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           # Where this step is logged (a resume just before a log step) it is the only one to time:
           # its run without the compile. Across processes the compile happens in the call itself.
           first_step_seconds = now - compiled_at
-          reporter.print(f"First step, compilation included: {now - window_start:.1f}s")
+          reporter.print(
+            f"First step done {now - started:.1f}s after the command's imports (dataset, "
+            f"train state and compilation included)"
+          )
           window_start, window_first_step = now, step
         progress.update(
           step=step,
