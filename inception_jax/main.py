@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import atexit
-import gc
 import json
 import shlex
 import signal
@@ -278,10 +276,7 @@ def _integers(text: str) -> tuple[int, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
   if argv is None:  # run as the command, not called from Python: its process is ours to set up
-    launch.reexecute_with_tunables()
-    # At exit Python's last garbage collections walk every object the libraries made: ~1 s for
-    # TensorFlow's alone on a 2-core CPU, 0.1 s with them frozen (our files are closed by then).
-    atexit.register(gc.freeze)
+    launch.set_up_command()
   args, rest = _parser().parse_known_args(argv)
   absl.logging.set_verbosity(absl.logging.ERROR)  # the libraries' notices drown the progress lines
   try:

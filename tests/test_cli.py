@@ -123,3 +123,15 @@ def test_the_command_reruns_itself_once_with_the_tunables():
   applies = launch.tuned_environment(env, launch._glibc_version(), launch._huge_pages_allowed())
   expected = ["ran", "ran", "glibc.malloc.hugetlb=1"] if applies else ["ran", "None"]
   assert result.stdout.split() == expected
+
+
+def test_the_command_imports_tensorflow_without_keras_until_asked():
+  """TensorFlow's __init__ imports Keras' optimizers (Keras, scikit-learn, matplotlib: 1.7-1.9 s
+  of every command); the command's process skips that, and tf.keras still loads Keras on use."""
+  code = (
+    "import sys; from inception_jax import launch; launch.set_up_command(); "
+    "import tensorflow as tf; print('keras' in sys.modules, launch.EAGER_KERAS in sys.modules); "
+    "tf.keras.layers.Dense(1); print('keras' in sys.modules)"
+  )
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert result.stdout.split() == ["False", "False", "True"]
