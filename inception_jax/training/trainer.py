@@ -270,6 +270,17 @@ def _stop_flag() -> Iterator[list[int]]:
       signal.signal(number, handler)
 
 
+@contextlib.contextmanager
+def _compiling() -> Iterator[ThreadPoolExecutor]:
+  """Two threads that compile the run's programs; on the way out (an error, a signal) what has
+  not started yet is dropped, and what has is waited for."""
+  pool = ThreadPoolExecutor(2, thread_name_prefix="compile")
+  try:
+    yield pool
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _restore_or_create(
   run: _Run,
 ) -> tuple[Callable[[], TrainState], TrainState, dict[str, Any], list[str]]:
@@ -394,7 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       run.workdir.mkdir(parents=True, exist_ok=True)
       _write_config(config, run.workdir, start_step)
     with (
-      ThreadPoolExecutor(2, thread_name_prefix="compile") as compiling,
+      _compiling() as compiling,
       Checkpoints(run.workdir, keep=config.keep_checkpoints) as checkpoints,
       Reporter(run.workdir, start_step, active=is_chief) as reporter,
     ):
