@@ -196,11 +196,14 @@ def put_state(state: Any) -> Any:
   return jax.device_put(state, NamedSharding(_mesh(), PartitionSpec()))
 
 
+def _placed(shapes: Any, sharding: NamedSharding) -> Any:
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
 def state_shapes(shapes: Any) -> Any:
   """The state's shapes (jax.ShapeDtypeStruct or array leaves) placed as `put_state` places it:
   what `compile_step` needs to compile a step before the state exists."""
-  sharding = NamedSharding(_mesh(), PartitionSpec())
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+  return _placed(shapes, NamedSharding(_mesh(), PartitionSpec()))
 
 
 def batch_shapes(
@@ -229,6 +232,11 @@ def _rewrap(tree: Any, mesh: Mesh) -> Any:
 def checkpoint_sharding() -> NamedSharding:
   """Checkpoints hold global arrays, replicated over every process's devices."""
   return NamedSharding(Mesh(np.array(jax.devices()), (AXIS,)), PartitionSpec())
+
+
+def checkpoint_shapes(shapes: Any) -> Any:
+  """The state's shapes placed as in a checkpoint: what restoring one needs."""
+  return _placed(shapes, checkpoint_sharding())
 
 
 def to_checkpoint(state: Any) -> Any:

@@ -149,8 +149,7 @@ class _Run:
   def abstract_state(self) -> TrainState:
     """The state's shapes and dtypes, laid out as in a checkpoint, without computing it."""
     shapes = train_state_program(self.config, self.model, self.tx)[1]  # traced, not compiled
-    sharding = devices.checkpoint_sharding()
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+    return devices.checkpoint_shapes(shapes)
 
   def eval_batches(self, crops: int = 1) -> tf.data.Dataset:
     return input_pipeline.eval_dataset(
