@@ -410,7 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     ):
       # The state, the train step and the eval step compile at once, from shapes: none needs
       # another's values, and XLA compiling one program leaves a core of two idle half the time
-      # (configs/default.py on 2 cores: first step 5 s sooner, experiments/results/compile_time.md).
+      # (configs/default.py on 2 cores: the first step 2-7 s sooner; results/compile_time.md).
       train_batches, eval_batches = run.train_batches(start_step), run.eval_batches()
       placed = devices.state_shapes(shapes)
       state_ready = compiling.submit(make_state)
