@@ -129,14 +129,16 @@ def _batch_norm_forward(x, scale, bias, epsilon, axis_name):
 def _batch_norm_backward(epsilon, axis_name, residuals, cotangents):
   """The textbook gradient over the whole batch, every device's share: the mean of dy and of
   dy * x_hat summed over `axis_name` (what autodiff of the pmeans gives), the parameters' own
-  sums local (the train step averages gradients over devices)."""
+  sums local (the train step averages gradients over devices). The two sums go to psum as a
+  pair: stacked into one array they cost a fusion per layer to compile (59 in the digits' train
+  step), for the same values."""
   x, mean, var, scale = residuals
   dy = cotangents[0].astype(jnp.float32)
   axes = tuple(range(x.ndim - 1))
   inverse = lax.rsqrt(var + epsilon)
   x_hat = (x.astype(jnp.float32) - mean) * inverse
   dbias, dscale = dy.sum(axes), (dy * x_hat).sum(axes)
-  sums, count = jnp.stack([dbias, dscale]), math.prod(x.shape[:-1])
+  sums, count = (dbias, dscale), math.prod(x.shape[:-1])
   if axis_name is not None:
     sums, count = lax.psum(sums, axis_name), count * lax.psum(1, axis_name)
   mean_dy, mean_dy_x_hat = sums[0] / count, sums[1] / count
