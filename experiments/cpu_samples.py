@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Any
 
-from inception_jax.bench.cases import Case
+from inception_jax.bench.cases import NETWORKS, Case
 from inception_jax.launch import TUNABLES
 from inception_jax.training.devices import describe, describe_line
 
@@ -187,14 +187,14 @@ def markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--networks", default="small32,torchvision224")
+  parser.add_argument("--networks", default="small32,torchvision224", help="bench networks")
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--seconds", type=float, default=10.0, help="sampled seconds per run")
   parser.add_argument("--out", default="runs/cpu_samples", help="writes OUT.json and OUT.md")
   parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.worker:
     framework, network, batch, seconds = args.worker
     worker(framework, network, int(batch), float(seconds))
@@ -204,6 +204,9 @@ def main() -> None:
   import torch
 
   networks = args.networks.split(",")
+  unknown = sorted(set(networks) - set(NETWORKS))
+  if unknown:
+    parser.error(f"unknown networks {unknown}; choose from {sorted(NETWORKS)}")
   rows = []
   for network in networks:
     for framework in FRAMEWORKS:
@@ -211,7 +214,7 @@ def main() -> None:
       print(f"{network} {framework}: {row['ms_per_step']:.0f} ms/step", flush=True)
       rows.append(row)
   results = {
-    "command": shlex.join(["python", *sys.argv]),
+    "command": shlex.join(["python", "experiments/cpu_samples.py", *argv]),
     "machine": describe(),
     "torch": torch.__version__,
     "networks": networks,
@@ -221,10 +224,10 @@ def main() -> None:
   }
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+  out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
   out.with_suffix(".md").write_text(markdown(results))
   print(f"Results: {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
-  main()
+  main(sys.argv[1:])

@@ -227,3 +227,34 @@ def _tiny_params():
   model = build_model(network.model())
   size = network.image_size
   return jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (size, size, 3)))["params"]
+
+
+def test_cpu_samples_experiment_sorts_perf_samples_by_kind_of_code(monkeypatch):
+  """experiments/cpu_samples.py: JIT code under XLA's kernel thunks is XLA's fused loops, other
+  JIT code the GEMM micro-kernels; named code goes by its symbol, then by its library."""
+  monkeypatch.syspath_prepend(ROOT / "experiments")
+  cpu_samples = importlib.import_module("cpu_samples")
+  samples = {  # perf script -F ip,sym,dso: one sample's frames, innermost first -> its kind
+    "7f01 [unknown] (/tmp/perf-1.map)\n"
+    "5a xla::cpu::Worker::Parallelize<xla::cpu::Kernel::Task<true> > (libjax_common.so)": (
+      "XLA's fused loops (JIT, its LLVM kernels)"
+    ),
+    "7f02 [unknown] (/tmp/perf-1.map)\nb6f9 [unknown] ([unknown])": (
+      "GEMM and convolution micro-kernels (JIT, oneDNN)"
+    ),
+    "5b Eigen::internal::gemm_pack_colmajor_block<TensorImagePatchOp<> > (libjax_common.so)": (
+      "Eigen: packing convolution patches for GEMM (im2col)"
+    ),
+    "5c Eigen::internal::gemm_pack_colmajor_block<TensorMap<> > (libjax_common.so)": (
+      "Eigen: packing other GEMM operands"
+    ),
+    "5d ynn::sum_kn_fp32_avx512 (libjax_common.so)": "YNNPACK (dots, reductions)",
+    "9f mkl_blas_def_sgemm_kernel_0_zen (libtorch_cpu.so)": "oneDNN and MKL, compiled code",
+    "9e at::native::cpu_max_pool_channels_last (libtorch_cpu.so)": (
+      "PyTorch's own operators (elementwise, pooling, BatchNorm)"
+    ),
+    "1de62 [unknown] (libgomp.so.1)": "OpenMP runtime (threads waiting for work)",
+    "ffff clear_page_erms ([kernel.kallsyms])": "Linux kernel (clearing new pages, faults)",
+  }
+  kinds = cpu_samples.count_kinds("\n\n".join(samples) + "\n\n")
+  assert kinds == {kind: list(samples.values()).count(kind) for kind in samples.values()}
