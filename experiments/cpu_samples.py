@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import json
 import os
 import pathlib
@@ -116,9 +117,11 @@ def sample(framework: str, network: str, batch: int, seconds: float) -> dict[str
   with tempfile.TemporaryDirectory() as folder:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert process.stdout is not None
-    for line in process.stdout:
-      if line.startswith("READY"):
-        break
+    if not any(line.startswith("READY") for line in process.stdout):
+      sys.exit(
+        f"The {framework} worker for {network} stopped before its loop (exit code "
+        f"{process.wait()}); its error is above."
+      )
     time.sleep(1)  # into the loop
     data = pathlib.Path(folder, "perf.data")
     record = subprocess.run(
@@ -201,6 +204,8 @@ def main(argv: list[str]) -> None:
     return
   if shutil.which("perf") is None:
     sys.exit("perf not found: install linux-tools (Debian: `apt install linux-perf`).")
+  if importlib.util.find_spec("torch") is None:
+    sys.exit("PyTorch is not installed: `pip install -e '.[test]'` brings the CPU wheel.")
   import torch
 
   networks = args.networks.split(",")
