@@ -25,7 +25,6 @@ import argparse
 import collections
 import importlib.util
 import json
-import os
 import pathlib
 import shlex
 import shutil
@@ -36,7 +35,7 @@ import time
 from typing import Any
 
 from inception_jax.bench.cases import NETWORKS, Case
-from inception_jax.launch import TUNABLES
+from inception_jax.launch import reexecute_with_tunables
 from inception_jax.training.devices import describe, describe_line
 
 FRAMEWORKS = ("ours", "pytorch")
@@ -111,11 +110,9 @@ def worker(framework: str, network: str, batch: int, seconds: float) -> None:
 
 def sample(framework: str, network: str, batch: int, seconds: float) -> dict[str, Any]:
   """One worker sampled by perf for `seconds` while it runs: its core-ms per step by kind."""
-  tunables = ":".join(f"{name}={value}" for name, value in TUNABLES.items())
-  env = {**os.environ, "GLIBC_TUNABLES": tunables}  # as the `inception-jax` command runs
   command = [sys.executable, __file__, "--worker", framework, network, str(batch), str(seconds + 4)]
   with tempfile.TemporaryDirectory() as folder:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     if not any(line.startswith("READY") for line in process.stdout):
       sys.exit(
@@ -199,6 +196,7 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
+    reexecute_with_tunables()  # the C library's settings the `inception-jax` command runs under
     framework, network, batch, seconds = args.worker
     worker(framework, network, int(batch), float(seconds))
     return
