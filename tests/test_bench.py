@@ -160,6 +160,19 @@ def test_bench_refuses_bad_options(capsys, tmp_path):
   assert not (tmp_path / "b").exists()
 
 
+def test_bench_without_tensorflow_says_so_before_timing_anything(capsys, tmp_path, monkeypatch):
+  """GPU images often lack TensorFlow; the pipeline part, which alone needs it, runs last."""
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(
+    importlib.util,
+    "find_spec",
+    lambda name, *a: None if name == "tensorflow" else find_spec(name, *a),
+  )
+  assert main(["bench", "--pipeline-threads", "1", "--out", str(tmp_path / "b")]) == 2
+  assert "needs TensorFlow, which is not installed" in capsys.readouterr().err
+  assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is an optional extra")
 @pytest.mark.parametrize("network", ["torchvision224", "small32", "tiny16"])
 def test_the_pytorch_mirror_is_our_network(network):

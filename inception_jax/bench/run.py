@@ -16,7 +16,7 @@ import pathlib
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import jax
@@ -83,6 +83,17 @@ def _torch_available(option: str) -> bool:
   return installed and option != "none"
 
 
+def _check_pipeline_importable(threads: Sequence[int]) -> None:
+  """Fails before any timing when the pipeline part would: it alone needs TensorFlow, which GPU
+  images often lack, and it runs last."""
+  if threads and importlib.util.find_spec("tensorflow") is None:
+    raise ConfigError(
+      f"--pipeline-threads {','.join(map(str, threads))}: timing the input pipeline needs "
+      "TensorFlow, which is not installed: pip install -e . (or --pipeline-threads= to time the "
+      "steps alone)."
+    )
+
+
 def run_bench(
   options: BenchOptions, out: str, command: str, console: TextIO | None = None
 ) -> dict[str, Any]:
@@ -97,6 +108,7 @@ def run_bench(
   if options.rounds < 1:
     raise ConfigError(f"--rounds {options.rounds}: needs at least 1 (1: one timing per case).")
   with_torch = _torch_available(options.torch)
+  _check_pipeline_importable(options.pipeline_threads)
   if with_torch:
     from inception_jax.bench import theirs  # pylint: disable=import-outside-toplevel
 
