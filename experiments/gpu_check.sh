@@ -71,6 +71,15 @@ stage() {
   mkdir -p "$PARTS" && cp "$1"/part-* "$PARTS"/ && ls -l "$PARTS"
 }
 
+# xz, or Python's lzma where the image has no xz
+unxz() {
+  if command -v xz >/dev/null; then
+    xz -d
+  else
+    "$PYTHON" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)"
+  fi
+}
+
 OUT= DEADLINE=0 TINY=0
 log() { echo "$*" | tee -a "$OUT/log.txt"; }
 
@@ -99,7 +108,7 @@ run() {
   local work
   work=$(mktemp -d)
   if compgen -G "$PARTS/part-*" >/dev/null; then
-    mkdir -p "$SITE" && cat "$PARTS"/part-* | xz -d | tar -C "$SITE" -xf - || log "unpacking failed"
+    mkdir -p "$SITE" && cat "$PARTS"/part-* | unxz | tar -C "$SITE" -xf - || log "unpacking failed"
     export PYTHONPATH=$SITE:$ROOT
   else
     export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
@@ -108,7 +117,7 @@ run() {
   {
     date -u
     nvidia-smi 2>&1 || echo "no nvidia-smi"
-    lscpu | grep -E "Model name|^CPU\(s\)"
+    lscpu 2>&1 | grep -E "Model name|^CPU\(s\)"
     "$PYTHON" -c "
 import importlib.metadata as m, jax
 print('jax devices:', jax.devices())
