@@ -28,8 +28,10 @@
 # Render a bench file here with:
 #   python -c "import json,sys; from inception_jax.bench.run import markdown; print(markdown(json.load(open(sys.argv[1]))))" F
 #
-# `run OUT SECONDS --tiny` runs the same commands on small cases, on any machine with the
-# project installed (tests/test_gpu_check.py): the prepared commands stay valid as the CLI moves.
+# `run OUT SECONDS --tiny` runs the same steps on small cases, on any machine with the project
+# installed: a try of the script, and of a pack in a Python like the image's, before a session.
+# `commands [--tiny]` prints the commands `run` would time, which tests/test_gpu_check.py checks
+# against the CLI and the configs: they stay valid as those move.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,13 +82,17 @@ unxz() {
   fi
 }
 
-OUT= DEADLINE=0 TINY=0
+OUT= DEADLINE=0 PRINT_ONLY=0
 log() { echo "$*" | tee -a "$OUT/log.txt"; }
 
 # step NAME CAP_SECONDS COMMAND...: runs COMMAND for at most CAP seconds and the time left
 step() {
   local name=$1 cap=$2 left start status
   shift 2
+  if ((PRINT_ONLY)); then
+    echo "${@@Q}"
+    return
+  fi
   left=$((DEADLINE - $(date +%s)))
   if ((left < 30)); then
     log "== $name: skipped, ${left}s left"
@@ -100,10 +106,39 @@ step() {
   log "== $name: exit $status after $(($(date +%s) - start))s"
 }
 
+# measure WORK [--tiny]: the measurements, in order of priority, their files under WORK
+measure() {
+  local work=$1 cli=("$PYTHON" -m inception_jax.main)
+  local net=torchvision224 big=256 mid=128,64 steps=(--steps 20 --warmup 3) variants=eager,compile
+  local data=synthetic_jpegs/small train_steps=200 every=100 train_size=() threads=0,1 seconds=8
+  if [[ ${2:-} == --tiny ]]; then
+    net=tiny16 big=4 mid=2 steps=(--steps 1 --warmup 1) variants=eager
+    data=synthetic_jpegs/tiny train_steps=2 every=1 threads=1 seconds=1
+    train_size=(--config.image_size=32 --config.model.dtype=float32 --config.batch_size=8)
+  fi
+  step target 300 "${cli[@]}" bench --networks $net --dtypes bfloat16 --batch-sizes $big \
+    --modes train --torch-variants $variants "${steps[@]}" --rounds 2 --pipeline-threads= \
+    --out "$work/bench_target"
+  step train 200 "${cli[@]}" train --config configs/imagenet.py:torchvision \
+    --config.data.name=$data --config.data.dir="$work/tfds" --config.num_train_steps=$train_steps \
+    --config.log_every_steps=20 --config.eval_every_steps=$every \
+    --config.checkpoint_every_steps=$every "${train_size[@]}" --workdir "$work/train"
+  step pipeline 60 "${cli[@]}" bench --modes= --pipeline-threads $threads \
+    --pipeline-seconds $seconds --out "$work/pipeline"
+  step float32 240 "${cli[@]}" bench --networks $net --dtypes float32 --batch-sizes $big \
+    --modes train --torch-variants $variants "${steps[@]}" --pipeline-threads= \
+    --out "$work/bench_float32"
+  step eval 120 "${cli[@]}" bench --networks $net --dtypes bfloat16 --batch-sizes $big \
+    --modes eval --torch-variants eager "${steps[@]}" --pipeline-threads= \
+    --out "$work/bench_eval"
+  step batches 300 "${cli[@]}" bench --networks $net --dtypes bfloat16 --batch-sizes $mid \
+    --modes train --torch-variants eager "${steps[@]}" --pipeline-threads= \
+    --out "$work/bench_batches"
+}
+
 run() {
   OUT=$1
   DEADLINE=$(($(date +%s) + $2))
-  [[ ${3:-} == --tiny ]] && TINY=1
   mkdir -p "$OUT" && : >"$OUT/log.txt"
   local work
   work=$(mktemp -d)
@@ -129,33 +164,8 @@ for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'torch', 'tor
   } >"$OUT/env.txt"
   cat "$OUT/env.txt" >>"$OUT/log.txt"
 
-  local cli=("$PYTHON" -m inception_jax.main)
-  local net=torchvision224 big=256 mid=128,64 steps=(--steps 20 --warmup 3) variants=eager,compile
-  local data=synthetic_jpegs/small train_steps=200 every=100 train_size=() threads=0,1 seconds=8
-  if ((TINY)); then
-    net=tiny16 big=4 mid=2 steps=(--steps 1 --warmup 1) variants=eager
-    data=synthetic_jpegs/tiny train_steps=2 every=1 threads=1 seconds=1
-    train_size=(--config.image_size=32 --config.model.dtype=float32 --config.batch_size=8)
-  fi
   cd "$ROOT" || return 1
-  step target 300 "${cli[@]}" bench --networks $net --dtypes bfloat16 --batch-sizes $big \
-    --modes train --torch-variants $variants "${steps[@]}" --rounds 2 --pipeline-threads= \
-    --out "$work/bench_target"
-  step train 200 "${cli[@]}" train --config configs/imagenet.py:torchvision \
-    --config.data.name=$data --config.data.dir="$work/tfds" --config.num_train_steps=$train_steps \
-    --config.log_every_steps=20 --config.eval_every_steps=$every \
-    --config.checkpoint_every_steps=$every "${train_size[@]}" --workdir "$work/train"
-  step pipeline 60 "${cli[@]}" bench --modes= --pipeline-threads $threads \
-    --pipeline-seconds $seconds --out "$work/pipeline"
-  step float32 240 "${cli[@]}" bench --networks $net --dtypes float32 --batch-sizes $big \
-    --modes train --torch-variants $variants "${steps[@]}" --pipeline-threads= \
-    --out "$work/bench_float32"
-  step eval 120 "${cli[@]}" bench --networks $net --dtypes bfloat16 --batch-sizes $big \
-    --modes eval --torch-variants eager "${steps[@]}" --pipeline-threads= \
-    --out "$work/bench_eval"
-  step batches 300 "${cli[@]}" bench --networks $net --dtypes bfloat16 --batch-sizes $mid \
-    --modes train --torch-variants eager "${steps[@]}" --pipeline-threads= \
-    --out "$work/bench_batches"
+  measure "$work" "${3:-}"
 
   cp "$work/bench_target/bench.json" "$OUT/bench_target.json" 2>/dev/null
   cp "$work/train/metrics.jsonl" "$OUT/train_metrics.jsonl" 2>/dev/null
@@ -182,5 +192,6 @@ case ${1:-} in
   pack) pack ;;
   stage) stage "$2" ;;
   run) run "$2" "$3" "${4:-}" ;;
-  *) sed -n '2,33p' "$0" && exit 2 ;;
+  commands) PRINT_ONLY=1 measure WORK "${2:-}" ;;
+  *) sed -n '/^set -uo/q;2,$p' "$0" && exit 2 ;;
 esac

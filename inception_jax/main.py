@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import signal
@@ -274,6 +275,13 @@ def _integers(text: str) -> tuple[int, ...]:
     raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def bench_options(args: argparse.Namespace) -> BenchOptions:
+  """The bench's options from its parsed command line."""
+  return BenchOptions(
+    **{field.name: getattr(args, field.name) for field in dataclasses.fields(BenchOptions)}
+  )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   if argv is None:  # run as the command, not called from Python: its process is ours to set up
     launch.set_up_command()
@@ -284,26 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
       from inception_jax.bench.run import run_bench
 
-      options = BenchOptions(
-        **{
-          field: getattr(args, field)
-          for field in (
-            "networks",
-            "dtypes",
-            "batch_sizes",
-            "modes",
-            "steps",
-            "warmup",
-            "rounds",
-            "torch",
-            "torch_variants",
-            "pipeline_threads",
-            "pipeline_seconds",
-            "profile_steps",
-          )
-        }
+      run_bench(
+        bench_options(args), args.out, shlex.join(["inception-jax", *(argv or sys.argv[1:])])
       )
-      run_bench(options, args.out, shlex.join(["inception-jax", *(argv or sys.argv[1:])]))
       return 0
     if args.command == "sweep":
       from inception_jax.sweeps.run import run_sweep

@@ -1,39 +1,47 @@
-"""experiments/gpu_check.sh: the prepared GPU measurements, run here on small cases."""
+"""experiments/gpu_check.sh: the commands it would time on a lent GPU, checked against the CLI
+and the configs here, so that a rare device session does not find them broken."""
 
-import json
 import os
 import pathlib
+import shlex
 import subprocess
-import sys
+
+import pytest
+import tensorflow_datasets as tfds
+
+from inception_jax.bench.run import check_options
+from inception_jax.config import load_config, parse_override_args
+from inception_jax.data import input_pipeline  # noqa: F401  (registers the datasets)
+from inception_jax.main import _parser, bench_options
+from inception_jax.training.trainer import check_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_the_prepared_gpu_check_runs_every_command_it_holds(tmp_path):
-  """experiments/gpu_check.sh, `--tiny`: its bench and train commands, on small cases here, so
-  that a session lent a GPU (rare, 15 minutes) does not find them broken by a CLI change."""
-  out = tmp_path / "out"
-  env = {
-    **os.environ,
-    "PYTHON": sys.executable,
-    "GPU_CHECK_PARTS": str(tmp_path / "no-parts"),  # nothing staged: this environment's packages
-  }
-  script = ROOT / "experiments" / "gpu_check.sh"
-  subprocess.run(["bash", script, "run", out, "900", "--tiny"], env=env, check=True, timeout=900)
-  log = (out / "log.txt").read_text()
-  steps = ["target", "train", "pipeline", "float32", "eval", "batches"]
-  assert [f"== {name}: exit 0" in log for name in steps] == [True] * len(steps), log[-3000:]
-  assert sorted(p.name for p in out.iterdir()) == [
-    "bench_batches.json",
-    "bench_float32.json",
-    "bench_target.json",
-    "env.txt",
-    "log.txt",
-    "pipeline.json",
-    "train_metrics.jsonl",
-  ]
-  target = json.loads((out / "bench_target.json").read_text())
-  assert [row["images_per_second"] > 0 for row in target["rows"]] == [True] * len(target["rows"])
-  float32 = json.loads((out / "bench_float32.json").read_text())
-  assert {row["mode"] for row in float32["rows"]} == {"train", "eval"}
-  assert "tensorflow-datasets" in (out / "env.txt").read_text()
+def _commands(*flags: str) -> list[list[str]]:
+  printed = subprocess.run(
+    ["bash", ROOT / "experiments" / "gpu_check.sh", "commands", *flags],
+    env={**os.environ, "PYTHON": "python3"},
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout
+  commands = [shlex.split(line) for line in printed.splitlines()]
+  assert {tuple(command[:3]) for command in commands} == {("python3", "-m", "inception_jax.main")}
+  return [command[3:] for command in commands]
+
+
+@pytest.mark.parametrize("flags", [(), ("--tiny",)], ids=["gpu", "tiny"])
+def test_the_prepared_gpu_commands_are_valid_commands(flags, monkeypatch):
+  monkeypatch.chdir(ROOT)  # the script runs them from the repository's root
+  commands = _commands(*flags)
+  assert [argv[0] for argv in commands] == ["bench", "train", "bench", "bench", "bench", "bench"]
+  for argv in commands:
+    args, rest = _parser().parse_known_args(argv)  # a bad flag or value: SystemExit
+    if args.command == "bench":
+      assert rest == []
+      check_options(bench_options(args))
+    else:
+      config = load_config(args.config, parse_override_args(rest))
+      check_config(config)
+      tfds.builder(config.data.name)  # a dataset that exists (not built here)

@@ -94,11 +94,9 @@ def _check_pipeline_importable(threads: Sequence[int]) -> None:
     )
 
 
-def run_bench(
-  options: BenchOptions, out: str, command: str, console: TextIO | None = None
-) -> dict[str, Any]:
-  """Runs every case, writes bench.json and bench.md into `out`; returns the results."""
-  console = console or sys.stdout
+def check_options(options: BenchOptions) -> bool:
+  """Raises ConfigError for what the bench could not run, before it times anything; returns
+  whether the PyTorch peer runs."""
   for name in options.networks:
     choose(NETWORKS, name, "--networks entry")
   for dtype in options.dtypes:
@@ -114,6 +112,15 @@ def run_bench(
 
     for variant in options.torch_variants:
       choose(dict.fromkeys(theirs.VARIANTS), variant, "--torch-variants entry")
+  return with_torch
+
+
+def run_bench(
+  options: BenchOptions, out: str, command: str, console: TextIO | None = None
+) -> dict[str, Any]:
+  """Runs every case, writes bench.json and bench.md into `out`; returns the results."""
+  console = console or sys.stdout
+  with_torch = check_options(options)
   out_dir = pathlib.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   batches = options.batch_sizes or DEFAULT_BATCHES.get(jax.devices()[0].platform, (32,))
@@ -127,6 +134,8 @@ def run_bench(
   }
   if with_torch:
     import torch  # pylint: disable=import-outside-toplevel
+
+    from inception_jax.bench import theirs  # pylint: disable=import-outside-toplevel
 
     results["machine"]["torch"] = torch.__version__
     results["machine"]["torch_device"] = str(theirs.device())
