@@ -8,7 +8,9 @@
 #
 #   bash experiments/gpu_check.sh pack        # .gpu/1 .. .gpu/N, each under 55 MiB (git-ignored)
 #
-# then, with the device tool, one `run` per part while the machine stays warm (30 s idle):
+# then, with the device tool, one `run` per part while the machine stays warm (30 s idle: make
+# the calls back to back; if it went back between them, the benches still run, with the
+# ml_collections that travels in the last part, and only the steps that need TensorFlow fail):
 #
 #   carry [".gpu/K"]: bash experiments/gpu_check.sh stage .gpu/K             (K = 1 .. N-1)
 #   carry [".gpu/N"]: bash experiments/gpu_check.sh stage .gpu/N && bash experiments/gpu_check.sh run "$OUT" 540
@@ -60,17 +62,21 @@ pack() {
   mkdir -p "$work/site"
   for wheel in "$work"/wheels/*.whl; do unzip -q -o "$wheel" -d "$work/site"; done
   rm -rf "$work/site/tensorflow/include"  # C++ headers: a fifth of TensorFlow's wheel
+  # ml_collections apart, with the last part: with it alone the benches run (no TensorFlow), if
+  # the machine went back between the staging calls and took the earlier parts with it
+  mkdir -p "$work/base" && mv "$work/site"/ml_collections* "$work/base/"
   rm -rf "$dest" && mkdir -p "$dest"
   tar -C "$work/site" -cf - . | xz -T0 -6 | split -b 55M -d -a 1 - "$work/part-"
   local k=1
   for part in "$work"/part-*; do mkdir -p "$dest/$k" && mv "$part" "$dest/$k/"; k=$((k + 1)); done
+  tar -C "$work/base" -cf - . | xz -6 >"$dest/$((k - 1))/base.tar.xz"
   rm -rf "$work"
   echo "packed into $(ls "$dest" | wc -l) parts under $dest:"
   du -sh "$dest"/*
 }
 
 stage() {
-  mkdir -p "$PARTS" && cp "$1"/part-* "$PARTS"/ && ls -l "$PARTS"
+  mkdir -p "$PARTS" && cp "$1"/* "$PARTS"/ && ls -l "$PARTS"
 }
 
 # xz, or Python's lzma where the image has no xz
@@ -142,12 +148,15 @@ run() {
   mkdir -p "$OUT" && : >"$OUT/log.txt"
   local work
   work=$(mktemp -d)
-  if compgen -G "$PARTS/part-*" >/dev/null; then
-    mkdir -p "$SITE" && cat "$PARTS"/part-* | unxz | tar -C "$SITE" -xf - || log "unpacking failed"
-    export PYTHONPATH=$SITE:$ROOT
-  else
-    export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+  mkdir -p "$SITE"
+  if [[ -f $PARTS/base.tar.xz ]]; then
+    unxz <"$PARTS/base.tar.xz" | tar -C "$SITE" -xf - || log "unpacking base.tar.xz failed"
   fi
+  if compgen -G "$PARTS/part-*" >/dev/null; then
+    cat "$PARTS"/part-* | unxz | tar -C "$SITE" -xf - ||
+      log "unpacking the parts failed (one missing?): train and the pipeline need TensorFlow"
+  fi
+  export PYTHONPATH=$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}
   export PYTHONUNBUFFERED=1 TFDS_DATA_DIR=$work/tfds JAX_COMPILATION_CACHE_DIR=$work/jax-cache
   {
     date -u
