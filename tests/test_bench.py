@@ -15,7 +15,13 @@ from inception_jax.bench.run import markdown
 from inception_jax.main import main
 from inception_jax.models import build_model, init_variables
 from inception_jax.training.devices import CPU_FEATURES, describe_line
-from inception_jax.xla_flags import DEFAULT_XLA_FLAGS, apply_defaults
+from inception_jax.xla_flags import (
+  DEFAULT_XLA_FLAGS,
+  VENDOR_XLA_FLAGS,
+  apply_defaults,
+  cpu_vendor,
+  defaults_for,
+)
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -197,17 +203,26 @@ def test_the_pytorch_mirror_is_our_network(network):
 
 
 def test_default_xla_flags_fill_in_only_what_the_user_did_not_name(bench):
+  for name, value in defaults_for(cpu_vendor()).items():
+    assert f"--{name}={value}" in bench[1]["xla_flags"]  # set at import, seen by the bench
   name, value = next(iter(DEFAULT_XLA_FLAGS.items()))
-  assert f"--{name}={value}" in bench[1]["xla_flags"]  # set at import, seen by the bench
   environ = {}
-  apply_defaults(environ)
+  apply_defaults(environ, vendor="AuthenticAMD")
   assert environ["XLA_FLAGS"] == f"--{name}={value}"
   environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"}
-  apply_defaults(environ)
+  apply_defaults(environ, vendor="AuthenticAMD")
   assert environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/hlo --{name}={value}"
   environ = {"XLA_FLAGS": f"--{name}=+individual_convolution"}
-  apply_defaults(environ)
+  apply_defaults(environ, vendor="AuthenticAMD")
   assert environ["XLA_FLAGS"] == f"--{name}=+individual_convolution"
+  # An Intel CPU gets its vendor's options too, unless the user named them.
+  (intel_name, intel_value), *_ = VENDOR_XLA_FLAGS["GenuineIntel"].items()
+  environ = {}
+  apply_defaults(environ, vendor="GenuineIntel")
+  assert environ["XLA_FLAGS"] == f"--{name}={value} --{intel_name}={intel_value}"
+  environ = {"XLA_FLAGS": f"--{intel_name}=-eltwise"}
+  apply_defaults(environ, vendor="GenuineIntel")
+  assert environ["XLA_FLAGS"] == f"--{intel_name}=-eltwise --{name}={value}"
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is an optional extra")

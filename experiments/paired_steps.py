@@ -1,0 +1,209 @@
+"""XLA options (and PyTorch) compared step by step, in turn, so that the machine's drift cancels.
+
+On a shared 2-core machine the same process timed twice a few minutes apart moves by 10-30%, more
+than most options change, and XLA reads XLA_FLAGS once per process, so options cannot be timed in
+one process. Here each variant is a worker process with its own XLA_FLAGS that compiles one step
+and then waits; the driver asks the workers for one step each in turn (the order rotated every
+round) many times over, so that neighbouring steps of two variants ran on the same machine state.
+The report gives each variant's median images/s and, against the first variant, the median of the
+paired ratios with a 95% confidence interval and a Wilcoxon signed-rank p-value (scipy).
+
+Command (2-core CPU, about 6 minutes for four variants and one network):
+  python experiments/paired_steps.py --networks torchvision224,small32 --pairs 25 \\
+    --variant "project defaults=" --variant "oneDNN=--xla_cpu_use_onednn=true" --torch \\
+    --out experiments/results/paired_steps
+`--variant LABEL=XLA_FLAGS` (empty flags: the project's defaults, inception_jax/xla_flags.py;
+given twice under two labels, an A/A control: the spread of two identical variants); `--torch`
+adds the PyTorch eager peer as a variant. Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from xla_cpu_flags import write_results
+
+from inception_jax.launch import reexecute_with_tunables
+
+PYTORCH = "PyTorch eager"
+PAUSE_SECONDS = 0.2  # between two workers' steps: lets the last one's spinning threads sleep
+
+
+def worker(network: str, mode: str, dtype: str, batch: int, framework: str) -> None:
+  """Compiles one step, says "ready", then runs a step for every line read and answers its
+  seconds: the worker side of the protocol, in its own process with its own XLA_FLAGS."""
+  from inception_jax.bench.cases import Case
+
+  case = Case(network, dtype, batch, mode)
+  if framework == "pytorch":
+    from inception_jax.bench.theirs import time_theirs
+
+    _, step = time_theirs(case, "eager", steps=1, warmup=1)
+  else:
+    from inception_jax.bench.ours import time_ours
+
+    _, step = time_ours(case, steps=1, warmup=1)
+  print("ready", flush=True)
+  for _ in sys.stdin:
+    start = time.perf_counter()
+    step()
+    print(time.perf_counter() - start, flush=True)
+
+
+class Worker:
+  """A worker process, driven line by line."""
+
+  def __init__(self, label: str, flags: str | None, case_args: list[str]) -> None:
+    framework = "pytorch" if flags is None else "ours"
+    env = dict(os.environ)
+    if flags is not None:
+      env["XLA_FLAGS"] = flags
+    command = [sys.executable, __file__, "--worker", *case_args, framework]
+    self.label = label
+    self.process = subprocess.Popen(
+      command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    if self.process.stdout.readline().strip() != "ready":
+      raise RuntimeError(f"worker {label!r} failed before its first step (its stderr is above)")
+
+  def step(self) -> float:
+    self.process.stdin.write("step\n")
+    self.process.stdin.flush()
+    return float(self.process.stdout.readline())
+
+  def close(self) -> None:
+    self.process.stdin.close()
+    self.process.wait()
+
+
+def paired_ratio(base: list[float], other: list[float]) -> dict[str, float]:
+  """Speed of `other` over `base` from paired step times: median ratio, its bootstrap 95%
+  interval, and the Wilcoxon signed-rank p-value of the log ratios against zero."""
+  ratios = np.asarray(base) / np.asarray(other)
+  interval = stats.bootstrap(
+    (ratios,), np.median, confidence_level=0.95, random_state=0, method="percentile"
+  ).confidence_interval
+  return {
+    "median": float(np.median(ratios)),
+    "low": float(interval.low),
+    "high": float(interval.high),
+    "p_value": float(stats.wilcoxon(np.log(ratios)).pvalue),
+  }
+
+
+def time_network(
+  network: str, args: argparse.Namespace, variants: dict[str, str | None]
+) -> dict[str, Any]:
+  """Every variant's step times for one network, taken in turn, and their ratios to the first."""
+  case_args = [network, args.mode, args.dtype, str(args.batch)]
+  workers = [Worker(label, flags, case_args) for label, flags in variants.items()]
+  times: dict[str, list[float]] = {worker.label: [] for worker in workers}
+  try:
+    for pair in range(args.pairs):
+      shift = pair % len(workers)
+      for worker_ in workers[shift:] + workers[:shift]:
+        time.sleep(PAUSE_SECONDS)
+        times[worker_.label].append(worker_.step())
+  finally:
+    for worker_ in workers:
+      worker_.close()
+  base = next(iter(times.values()))
+  return {
+    "network": network,
+    "times": times,
+    "images_per_second": {
+      label: args.batch / statistics.median(seconds) for label, seconds in times.items()
+    },
+    "ratio_to_first": {
+      label: paired_ratio(base, seconds) for label, seconds in list(times.items())[1:]
+    },
+  }
+
+
+def markdown(results: dict[str, Any]) -> str:
+  first = next(iter(results["variants"]))
+  lines = [
+    f"# Paired steps\n\nCommand: `{results['command']}`\n",
+    f"Machine: {results['machine']}. {results['case']}; {results['pairs']} steps of each "
+    "variant, taken in turn. Ratio: the median over the turns of the first variant's step time "
+    f"over this variant's ({first}), with its 95% bootstrap interval and the Wilcoxon "
+    "signed-rank p-value.\n",
+    "| network | variant | XLA_FLAGS | img/s | speed vs first | 95% interval | p |",
+    "|---|---|---|---:|---:|---|---:|",
+  ]
+  for row in results["networks"]:
+    for label, flags in results["variants"].items():
+      ratio = row["ratio_to_first"].get(label)
+      versus = (
+        f"{ratio['median']:.3f}x | {ratio['low']:.3f}-{ratio['high']:.3f} | {ratio['p_value']:.2g}"
+        if ratio
+        else "1 | - | -"
+      )
+      shown = "PyTorch" if flags is None else f"`{flags}`" if flags else "(the project's defaults)"
+      lines.append(
+        f"| {row['network']} | {label} | {shown} "
+        f"| {row['images_per_second'][label]:.2f} | {versus} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+  if argv[:1] == ["--worker"]:
+    network, mode, dtype, batch, framework = argv[1:]
+    worker(network, mode, dtype, int(batch), framework)
+    return
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--networks", default="torchvision224,small32")
+  parser.add_argument("--mode", default="train", choices=("train", "eval"))
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--pairs", type=int, default=25, help="steps of each variant, in turn")
+  parser.add_argument(
+    "--variant",
+    action="append",
+    default=[],
+    metavar="LABEL=XLA_FLAGS",
+    help="repeatable; the first is the baseline (default: the project's defaults alone)",
+  )
+  parser.add_argument("--torch", action="store_true", help="add PyTorch eager as a variant")
+  parser.add_argument("--out", default="runs/paired_steps")
+  args = parser.parse_args(argv)
+  variants: dict[str, str | None] = {}
+  for item in args.variant or ["project defaults="]:
+    label, separator, flags = item.partition("=")
+    if not separator or not label:
+      parser.error(f"--variant takes LABEL=XLA_FLAGS, got {item!r}")
+    variants[label] = flags
+  if args.torch:
+    variants[PYTORCH] = None
+  if len(variants) < 2 or args.pairs < 2:
+    parser.error("give at least two variants (or one and --torch) and --pairs of 2 or more")
+
+  from inception_jax.training.devices import describe_line
+
+  results = {
+    "command": shlex.join(["python", "experiments/paired_steps.py", *argv]),
+    "machine": describe_line(),
+    "case": f"{args.mode} step, {args.dtype}, batch {args.batch}",
+    "pairs": args.pairs,
+    "variants": variants,
+    "networks": [
+      time_network(network, args, variants) for network in args.networks.split(",") if network
+    ],
+  }
+  write_results(pathlib.Path(args.out), results, markdown(results))
+
+
+if __name__ == "__main__":
+  reexecute_with_tunables()
+  main(sys.argv[1:])
