@@ -8,7 +8,10 @@ round) many times over, so that neighbouring steps of two variants ran on the sa
 The report gives each variant's median images/s and, against the first variant, the median of the
 paired ratios with a 95% confidence interval and a Wilcoxon signed-rank p-value (scipy).
 
-Command (2-core CPU, about 6 minutes for four variants and one network):
+Each variant runs in `--processes` worker processes (default 2): a process keeps its speed for
+its life and two of the same program have differed by 13%, so one process per variant measures
+that luck as much as the options. Command (2-core CPU, about 10 minutes for four variants, two
+processes each, and one network):
   python experiments/paired_steps.py --networks torchvision224,small32 --pairs 25 \\
     --variant "project defaults=" --variant "oneDNN=--xla_cpu_use_onednn=true" --torch \\
     --out experiments/results/paired_steps
@@ -104,25 +107,46 @@ def paired_ratio(base: list[float], other: list[float]) -> dict[str, float]:
 def time_network(
   network: str, args: argparse.Namespace, variants: dict[str, str | None]
 ) -> dict[str, Any]:
-  """Every variant's step times for one network, taken in turn, and their ratios to the first."""
+  """Every variant's step times for one network, taken in turn, and their ratios to the first.
+
+  Each variant runs in `args.processes` worker processes, interleaved with the other variants'
+  (two processes of the same program can differ by 10% in speed for their whole life, and the
+  first one started was the slowest in every run here: paired_steps.md); a turn's time of a
+  variant is the mean over its processes' steps in that turn."""
   case_args = [network, args.mode, args.dtype, str(args.batch)]
-  workers = [Worker(label, flags, case_args) for label, flags in variants.items()]
-  times: dict[str, list[float]] = {worker.label: [] for worker in workers}
+  workers = [
+    Worker(label, flags, case_args)
+    for _ in range(args.processes)
+    for label, flags in variants.items()
+  ]
+  process_times: list[list[float]] = [[] for _ in workers]
   try:
-    for pair in range(args.pairs):
-      shift = pair % len(workers)
-      for worker_ in workers[shift:] + workers[:shift]:
+    for turn in range(args.pairs):
+      shift = turn % len(workers)
+      for index in [*range(shift, len(workers)), *range(shift)]:
         time.sleep(PAUSE_SECONDS)
-        times[worker_.label].append(worker_.step())
+        process_times[index].append(workers[index].step())
   finally:
     for worker_ in workers:
       worker_.close()
+  per_variant = {
+    label: [
+      times for worker_, times in zip(workers, process_times, strict=True) if worker_.label == label
+    ]
+    for label in variants
+  }
+  times = {label: np.mean(runs, axis=0).tolist() for label, runs in per_variant.items()}
   base = next(iter(times.values()))
   return {
     "network": network,
     "times": times,
+    "process_times": per_variant,
     "images_per_second": {
       label: args.batch / statistics.median(seconds) for label, seconds in times.items()
+    },
+    "process_images_per_second": {
+      label: [args.batch / statistics.median(run) for run in runs]
+      for label, runs in per_variant.items()
     },
     "ratio_to_first": {
       label: paired_ratio(base, seconds) for label, seconds in list(times.items())[1:]
@@ -134,12 +158,13 @@ def markdown(results: dict[str, Any]) -> str:
   first = next(iter(results["variants"]))
   lines = [
     f"# Paired steps\n\nCommand: `{results['command']}`\n",
-    f"Machine: {results['machine']}. {results['case']}; {results['pairs']} steps of each "
-    "variant, taken in turn. Ratio: the median over the turns of the first variant's step time "
-    f"over this variant's ({first}), with its 95% bootstrap interval and the Wilcoxon "
-    "signed-rank p-value.\n",
+    f"Machine: {results['machine']}. {results['case']}; each variant in "
+    f"{results.get('processes', 1)} worker process(es), {results['pairs']} steps of each process, "
+    "taken in turn; img/s from the median step (each process's own in brackets). Ratio: the "
+    "median over the turns of the first variant's step time over this variant's "
+    f"({first}), with its 95% bootstrap interval and the Wilcoxon signed-rank p-value.\n",
     "| network | variant | XLA_FLAGS | img/s | speed vs first | 95% interval | p |",
-    "|---|---|---|---:|---:|---|---:|",
+    "|---|---|---|---|---:|---|---:|",
   ]
   for row in results["networks"]:
     for label, flags in results["variants"].items():
@@ -150,10 +175,11 @@ def markdown(results: dict[str, Any]) -> str:
         else "1 | - | -"
       )
       shown = "PyTorch" if flags is None else f"`{flags}`" if flags else "(the project's defaults)"
-      lines.append(
-        f"| {row['network']} | {label} | {shown} "
-        f"| {row['images_per_second'][label]:.2f} | {versus} |"
-      )
+      speed = f"{row['images_per_second'][label]:.2f}"
+      per_process = row.get("process_images_per_second", {}).get(label, [])
+      if len(per_process) > 1:
+        speed += f" [{', '.join(f'{value:.2f}' for value in per_process)}]"
+      lines.append(f"| {row['network']} | {label} | {shown} | {speed} | {versus} |")
   return "\n".join(lines) + "\n"
 
 
@@ -167,13 +193,16 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--mode", default="train", choices=("train", "eval"))
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--pairs", type=int, default=25, help="steps of each variant, in turn")
+  parser.add_argument("--pairs", type=int, default=25, help="turns: steps of each process")
   parser.add_argument(
     "--variant",
     action="append",
     default=[],
     metavar="LABEL=XLA_FLAGS",
     help="repeatable; the first is the baseline (default: the project's defaults alone)",
+  )
+  parser.add_argument(
+    "--processes", type=int, default=2, help="worker processes per variant, interleaved"
   )
   parser.add_argument("--torch", action="store_true", help="add PyTorch eager as a variant")
   parser.add_argument("--out", default="runs/paired_steps")
@@ -186,8 +215,11 @@ def main(argv: list[str]) -> None:
     variants[label] = flags
   if args.torch:
     variants[PYTORCH] = None
-  if len(variants) < 2 or args.pairs < 2:
-    parser.error("give at least two variants (or one and --torch) and --pairs of 2 or more")
+  if len(variants) < 2 or args.pairs < 2 or args.processes < 1:
+    parser.error(
+      "give at least two variants (or one and --torch), --pairs of 2 or more and --processes of"
+      " 1 or more"
+    )
 
   from inception_jax.training.devices import describe_line
 
@@ -196,6 +228,7 @@ def main(argv: list[str]) -> None:
     "machine": describe_line(),
     "case": f"{args.mode} step, {args.dtype}, batch {args.batch}",
     "pairs": args.pairs,
+    "processes": args.processes,
     "variants": variants,
     "networks": [
       time_network(network, args, variants) for network in args.networks.split(",") if network
