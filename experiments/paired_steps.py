@@ -3,15 +3,18 @@
 On a shared 2-core machine the same process timed twice a few minutes apart moves by 10-30%, more
 than most options change, and XLA reads XLA_FLAGS once per process, so options cannot be timed in
 one process. Here each variant is a worker process with its own XLA_FLAGS that compiles one step
-and then waits; the driver asks the workers for one step each in turn (the order rotated every
-round) many times over, so that neighbouring steps of two variants ran on the same machine state.
+and then waits; the driver asks the workers for one step each in turn, many times over, so that
+neighbouring steps of two variants ran on the same machine state. Each turn's order is a fresh
+(seeded) random permutation: with the order rotated instead, the same worker always came right
+after PyTorch's, and the variant listed first was the slowest in all five runs with `--torch`
+(both of its processes), whichever options it had (xla_cpu_flags.md).
 The report gives each variant's median images/s and, against the first variant, the median of the
 paired ratios with a 95% confidence interval and a Wilcoxon signed-rank p-value (scipy).
 
 Each variant runs in `--processes` worker processes (default 2): a process keeps its speed for
-its life and two of the same program have differed by 13%, so one process per variant measures
-that luck as much as the options. Command (2-core CPU, about 10 minutes for four variants, two
-processes each, and one network):
+its life and two of the same program have differed by up to 5%, so one process per variant
+measures that luck as much as the options. Command (2-core CPU, about 10 minutes for three
+variants, two processes each, and two networks):
   python experiments/paired_steps.py --networks torchvision224,small32 --pairs 25 \\
     --variant "project defaults=" --variant "oneDNN=--xla_cpu_use_onednn=true" --torch \\
     --out experiments/results/paired_steps
@@ -120,10 +123,10 @@ def time_network(
     for label, flags in variants.items()
   ]
   process_times: list[list[float]] = [[] for _ in workers]
+  order = np.random.default_rng(0)
   try:
-    for turn in range(args.pairs):
-      shift = turn % len(workers)
-      for index in [*range(shift, len(workers)), *range(shift)]:
+    for _ in range(args.pairs):
+      for index in order.permutation(len(workers)):
         time.sleep(PAUSE_SECONDS)
         process_times[index].append(workers[index].step())
   finally:
