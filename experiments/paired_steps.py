@@ -113,9 +113,8 @@ def time_network(
   """Every variant's step times for one network, taken in turn, and their ratios to the first.
 
   Each variant runs in `args.processes` worker processes, interleaved with the other variants'
-  (two processes of the same program can differ by 10% in speed for their whole life, and the
-  first one started was the slowest in every run here: paired_steps.md); a turn's time of a
-  variant is the mean over its processes' steps in that turn."""
+  in a random order each turn (the module's docstring says why); a turn's time of a variant is
+  the mean over its processes' steps in that turn."""
   case_args = [network, args.mode, args.dtype, str(args.batch)]
   workers = [
     Worker(label, flags, case_args)
