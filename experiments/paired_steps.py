@@ -42,7 +42,9 @@ from xla_cpu_flags import write_results
 from inception_jax.launch import reexecute_with_tunables
 
 PYTORCH = "PyTorch eager"
-PAUSE_SECONDS = 0.2  # between two workers' steps: lets the last one's spinning threads sleep
+# Between two workers' steps, for the last one's threads to go idle; the step right after
+# PyTorch's still ran slower with it, hence the random order (module docstring).
+PAUSE_SECONDS = 0.2
 
 
 def worker(network: str, mode: str, dtype: str, batch: int, framework: str) -> None:
