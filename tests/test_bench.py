@@ -142,6 +142,8 @@ def test_profile_parts_follow_the_ops_module_and_pass():
     "concatenation, forward"
   )
   assert hlo_part("transpose_copy_fusion.9", "") == "layout copies, XLA's own"
+  weight_gradient = "jit(_fun)/transpose(jvp(GoogLeNet))/conv2/conv0/conv/cond/branch_0_fun/dot"
+  assert hlo_part("ynn_fusion.3", weight_gradient) == "convolution, backward"
   assert hlo_part("multiply_add_fusion", "jit(_fun)/add") == "loss, update and metrics"
   evaluate = "autograd::engine::evaluate_function: "
   assert torch_part(evaluate + "ConvolutionBackward0") == "convolution, backward"

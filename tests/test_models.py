@@ -30,6 +30,7 @@ from inception_jax.models.layers import (
   adaptive_avg_pool,
   ceil_mode_padding,
   max_pool,
+  pointwise_convolution,
 )
 
 CONV = functools.partial(ConvUnit, batchnorm=False)
@@ -208,6 +209,40 @@ def test_batch_norm_is_flaxs_with_the_same_gradient(dtype, axis_name):
     BatchNorm(**inference).apply(ours[0], x),
     flax.linen.BatchNorm(use_fast_variance=False, **inference).apply(flax_[0], x),
   )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_pointwise_convolution_is_xlas_with_the_same_gradient(dtype):
+  """The 1x1 convolution with its CPU weight gradient against flax's nn.Conv: output and input
+  gradient to the bit, kernel and bias gradients to rounding; a GPU's program keeps the
+  convolution for the kernel's gradient."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(4, 6, 6, 12)), dtype)
+  weights = jnp.asarray(rng.normal(size=(4, 6, 6, 8)), jnp.float32)
+
+  def run(**options):
+    conv = flax.linen.Conv(8, (1, 1), dtype=dtype, **options)
+    variables = conv.init(KEY, x)
+
+    def loss(params, x):
+      y = conv.apply({"params": params}, x)
+      return (y.astype(jnp.float32) * weights).sum(), y
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True)), variables["params"]
+
+  ours, params = run(conv_general_dilated=pointwise_convolution)
+  theirs, _ = run()
+  (grads, dx), y = ours(params, x)
+  (their_grads, their_dx), their_y = theirs(params, x)
+  np.testing.assert_array_equal(y, their_y)
+  np.testing.assert_array_equal(dx, their_dx)
+  tolerance = 1e-5 if dtype == jnp.float32 else 1e-2
+  for name in ("kernel", "bias"):
+    scale = float(jnp.abs(their_grads[name]).max())
+    np.testing.assert_allclose(grads[name], their_grads[name], atol=tolerance * scale)
+  assert "conditional" not in ours.lower(params, x).compile().as_text()  # chosen at compile
+  gpu = jax.export.export(ours, platforms=["cuda"])(params, x).mlir_module()
+  assert gpu.count("stablehlo.convolution") == 3 and "dot_general" not in gpu
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

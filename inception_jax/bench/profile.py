@@ -19,10 +19,11 @@ from collections.abc import Callable
 import jax
 
 # (kind, pattern on the op's module path in the network), first match wins. The max pool's own
-# ops are slices, maxima, compares and pads under its module (pool0, pool3, ...).
+# ops are slices, maxima, compares and pads under its module (pool0, pool3, ...); a 1x1
+# convolution's weight gradient on a CPU is a transpose and a dot under its `conv` module.
 _HLO_KINDS = (
   ("BatchNorm", r"/bn/"),
-  ("convolution", r"conv_general_dilated"),
+  ("convolution", r"conv_general_dilated|(^|/)conv/"),
   ("max pool", r"(^|/)pool\d+/"),
   ("average pool", r"avgpool|nhwc,ih,jw->nijc"),
   ("concatenation", r"(^|/)(concatenate|split)$"),
