@@ -261,6 +261,22 @@ def test_paired_steps_experiment_times_variants_in_turn_in_their_own_processes(
     paired_steps.main(["--variant", "no-equals-sign"])
 
 
+def test_pointwise_gradient_experiment_times_each_formulation(tmp_path, monkeypatch):
+  """experiments/pointwise_gradient.py times each 1x1 layer's weight gradient every way, then
+  the train step with each formulation installed, against the model's own."""
+  monkeypatch.syspath_prepend(ROOT / "experiments")
+  pointwise_gradient = importlib.import_module("pointwise_gradient")
+  out = tmp_path / "pointwise"
+  pointwise_gradient.main(
+    ["--network", "tiny16", "--steps", "1", "--rounds", "1", "--pairs", "2", "--out", str(out)]
+  )
+  results = json.loads(out.with_suffix(".json").read_text())
+  assert results["kernels"] and all(row["layer"].startswith("1x1") for row in results["kernels"])
+  ratios = results["step"]["ratio_to_main"]
+  assert len(ratios) == len(pointwise_gradient.FORMULATIONS)  # the others and the A/A control
+  assert "**over the network**" in out.with_suffix(".md").read_text()
+
+
 def _tiny_params():
   network = NETWORKS["tiny16"]
   model = build_model(network.model())
