@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,27 @@ def paired_ratio(base: list[float], other: list[float]) -> dict[str, float]:
   }
 
 
+def take_turns(
+  steps: Sequence[Callable[[], float]], pairs: int, pause: float = PAUSE_SECONDS
+) -> list[list[float]]:
+  """Each of `steps` (a call that runs one step and returns its seconds) once per turn, in a
+  fresh seeded random order each turn, `pairs` turns; each step's seconds, turn by turn."""
+  times: list[list[float]] = [[] for _ in steps]
+  order = np.random.default_rng(0)
+  for _ in range(pairs):
+    for index in order.permutation(len(steps)):
+      time.sleep(pause)
+      times[index].append(steps[index]())
+  return times
+
+
+def ratio_cells(ratio: dict[str, float] | None) -> str:
+  """Table cells of a paired ratio (speed, interval, p); the baseline's when None."""
+  if ratio is None:
+    return "1 | - | -"
+  return f"{ratio['median']:.3f}x | {ratio['low']:.3f}-{ratio['high']:.3f} | {ratio['p_value']:.2g}"
+
+
 def time_network(
   network: str, args: argparse.Namespace, variants: dict[str, str | None]
 ) -> dict[str, Any]:
@@ -123,13 +145,8 @@ def time_network(
     for _ in range(args.processes)
     for label, flags in variants.items()
   ]
-  process_times: list[list[float]] = [[] for _ in workers]
-  order = np.random.default_rng(0)
   try:
-    for _ in range(args.pairs):
-      for index in order.permutation(len(workers)):
-        time.sleep(PAUSE_SECONDS)
-        process_times[index].append(workers[index].step())
+    process_times = take_turns([worker_.step for worker_ in workers], args.pairs)
   finally:
     for worker_ in workers:
       worker_.close()
@@ -172,12 +189,7 @@ def markdown(results: dict[str, Any]) -> str:
   ]
   for row in results["networks"]:
     for label, flags in results["variants"].items():
-      ratio = row["ratio_to_first"].get(label)
-      versus = (
-        f"{ratio['median']:.3f}x | {ratio['low']:.3f}-{ratio['high']:.3f} | {ratio['p_value']:.2g}"
-        if ratio
-        else "1 | - | -"
-      )
+      versus = ratio_cells(row["ratio_to_first"].get(label))
       shown = "PyTorch" if flags is None else f"`{flags}`" if flags else "(the project's defaults)"
       speed = f"{row['images_per_second'][label]:.2f}"
       per_process = row.get("process_images_per_second", {}).get(label, [])

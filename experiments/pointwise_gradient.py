@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from conv_layers import Layer, network_layers
 from jax import lax
-from paired_steps import paired_ratio
+from paired_steps import paired_ratio, ratio_cells, take_turns
 from xla_cpu_flags import write_results
 
 from inception_jax.bench.cases import NETWORKS, Case, time_steps
@@ -202,14 +202,18 @@ def time_formulations(network: str, batch: int, pairs: int) -> dict[str, Any]:
     else:
       with nn.intercept_methods(_interceptor(formulation)):
         _, steps[label] = time_ours(case, steps=1, warmup=1)
-  times: dict[str, list[float]] = {label: [] for label in steps}
-  labels = list(steps)
-  order = np.random.default_rng(0)
-  for _ in range(pairs):
-    for index in order.permutation(len(labels)):
+
+  def timed(step: Callable[[], None]) -> Callable[[], float]:
+    def run() -> float:
       start = time.perf_counter()
-      steps[labels[index]]()
-      times[labels[index]].append(time.perf_counter() - start)
+      step()
+      return time.perf_counter() - start
+
+    return run
+
+  # No pause between steps: one process, one thread pool, nothing to settle.
+  turns = take_turns([timed(step) for step in steps.values()], pairs, pause=0.0)
+  times = dict(zip(steps, turns, strict=True))
   return {
     "images_per_second": {label: batch / statistics.median(t) for label, t in times.items()},
     "ratio_to_main": {
@@ -245,13 +249,7 @@ def markdown(results: dict[str, Any]) -> str:
   ]
   step = results["step"]
   for label, speed in step["images_per_second"].items():
-    ratio = step["ratio_to_main"].get(label)
-    versus = (
-      f"{ratio['median']:.3f}x | {ratio['low']:.3f}-{ratio['high']:.3f} | {ratio['p_value']:.2g}"
-      if ratio
-      else "1 | - | -"
-    )
-    lines.append(f"| {label} | {speed:.2f} | {versus} |")
+    lines.append(f"| {label} | {speed:.2f} | {ratio_cells(step['ratio_to_main'].get(label))} |")
   return "\n".join(lines) + "\n"
 
 
