@@ -18,6 +18,9 @@ variants, two processes each, and two networks):
   python experiments/paired_steps.py --networks torchvision224,small32 --pairs 25 \\
     --variant "project defaults=" --variant "oneDNN=--xla_cpu_use_onednn=true" --torch \\
     --out experiments/results/paired_steps
+With six or more workers alive, glibc's huge pages for each step's fresh block get slow (the
+kernel looks for free 2 MiB pages among all their memory; host_memory.md): the images/s are then
+below the bench's, and only the ratios between variants compare like with like.
 `--variant LABEL=XLA_FLAGS` (empty flags: the project's defaults, inception_jax/xla_flags.py;
 given twice under two labels, an A/A control: the spread of two identical variants); `--torch`
 adds the PyTorch eager peer as a variant. Writes OUT.json and OUT.md.
