@@ -48,7 +48,7 @@ from xla_cpu_flags import write_results
 from inception_jax.bench.cases import NETWORKS, Case, time_steps
 from inception_jax.bench.ours import time_ours
 from inception_jax.launch import reexecute_with_tunables
-from inception_jax.models.layers import pointwise_convolution
+from inception_jax.models.layers import pointwise_convolution, with_weight_gradient
 from inception_jax.training.devices import describe_line
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -67,30 +67,22 @@ def _tn_product(x: jax.Array, dy: jax.Array) -> jax.Array:
   return lax.dot_general(_pixels(x), _pixels(dy), (((0,), (0,)), ((), ())))
 
 
+def _tn_weight_gradient(convolve, x: jax.Array, kernel: jax.Array, dy: jax.Array) -> jax.Array:
+  return _tn_product(x, dy).reshape(kernel.shape).astype(kernel.dtype)
+
+
 def _model_convolution(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """The model's 1x1 convolution (its weight gradient on a CPU: a transposed copy of X, then
   the product)."""
   return pointwise_convolution(x, kernel[None, None], (1, 1), "VALID", dimension_numbers=NHWC)
 
 
-def _with_weight_gradient(weight_gradient: Callable[[jax.Array, jax.Array], jax.Array]):
-  """A 1x1 convolution whose forward and input gradient are XLA's convolution's and whose
-  weight gradient is `weight_gradient(x, dy)`."""
-
-  @jax.custom_vjp
-  def pointwise(x, kernel):
-    return _convolution(x, kernel)
-
-  def forward(x, kernel):
-    return _convolution(x, kernel), (x, kernel)
-
-  def backward(residuals, dy):
-    x, kernel = residuals
-    dx = jax.vjp(lambda x: _convolution(x, kernel), x)[1](dy)[0]
-    return dx, weight_gradient(x, dy).astype(kernel.dtype)
-
-  pointwise.defvjp(forward, backward)
-  return pointwise
+def _tn_convolution(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """XLA's convolution, with the weight gradient as the TN product."""
+  convolve = functools.partial(
+    lax.conv_general_dilated, window_strides=(1, 1), padding="VALID", dimension_numbers=NHWC
+  )
+  return with_weight_gradient(convolve, _tn_weight_gradient, x, kernel[None, None])
 
 
 def _as_product(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -103,7 +95,7 @@ def _as_product(x: jax.Array, kernel: jax.Array) -> jax.Array:
 FORMULATIONS: dict[str, Callable[[jax.Array, jax.Array], jax.Array] | None] = {
   MAIN: None,
   "XLA's convolution, gradient by autodiff (before)": _convolution,
-  "weight gradient as the TN product": _with_weight_gradient(_tn_product),
+  "weight gradient as the TN product": _tn_convolution,
   "whole convolution as a product": _as_product,
 }
 
@@ -192,8 +184,8 @@ def time_kernels(network: str, batch: int, steps: int, rounds: int) -> list[dict
 
 
 def time_formulations(network: str, batch: int, pairs: int) -> dict[str, Any]:
-  """The train step with each formulation, and the model's a second time (the A/A control), compiled
-  in this process and stepped in turn in a seeded random order."""
+  """The train step with each formulation, and the model's a second time (the A/A control),
+  compiled in this process and stepped in turn in a seeded random order."""
   case = Case(network, "float32", batch, "train")
   steps = {}
   for label, formulation in {**FORMULATIONS, "the model's again (A/A)": None}.items():

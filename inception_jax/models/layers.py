@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -84,29 +85,48 @@ def pointwise_convolution(
   convolve = functools.partial(
     lax.conv_general_dilated, window_strides=window_strides, padding=padding, **options
   )
-  return _pointwise(convolve, lhs, rhs)
+  return with_weight_gradient(convolve, _pointwise_weight_gradient, lhs, rhs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _pointwise(convolve, lhs, rhs):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def with_weight_gradient(
+  convolve: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
+  weight_gradient: Callable[..., jnp.ndarray],
+  lhs: jnp.ndarray,
+  rhs: jnp.ndarray,
+) -> jnp.ndarray:
+  """`convolve(lhs, rhs)`, its input's gradient by autodiff, its kernel's gradient
+  `weight_gradient(convolve, lhs, rhs, grad)`: for computing that one pass another way."""
   return convolve(lhs, rhs)
 
 
-def _pointwise_forward(convolve, lhs, rhs):
+def _with_weight_gradient_forward(convolve, weight_gradient, lhs, rhs):
   return convolve(lhs, rhs), (lhs, rhs)
 
 
-def _pointwise_backward(convolve, residuals, grad):
+def _with_weight_gradient_backward(convolve, weight_gradient, residuals, grad):
   lhs, rhs = residuals
   grad_lhs = jax.vjp(lambda x: convolve(x, rhs), lhs)[1](grad)[0]
+  return grad_lhs, weight_gradient(convolve, lhs, rhs, grad)
 
-  def convolution_gradient(lhs, rhs, grad):
-    return jax.vjp(lambda kernel: convolve(lhs, kernel), rhs)[1](grad)[0]
 
-  grad_rhs = lax.platform_dependent(
-    lhs, rhs, grad, cpu=_product_weight_gradient, default=convolution_gradient
+with_weight_gradient.defvjp(_with_weight_gradient_forward, _with_weight_gradient_backward)
+
+
+def _convolution_weight_gradient(convolve, lhs, rhs, grad):
+  """The kernel's gradient by autodiff of the convolution (XLA's own)."""
+  return jax.vjp(lambda kernel: convolve(lhs, kernel), rhs)[1](grad)[0]
+
+
+def _pointwise_weight_gradient(convolve, lhs, rhs, grad):
+  """The product on a CPU, the convolution's own gradient elsewhere (chosen at compile time)."""
+  return lax.platform_dependent(
+    lhs,
+    rhs,
+    grad,
+    cpu=_product_weight_gradient,
+    default=functools.partial(_convolution_weight_gradient, convolve),
   )
-  return grad_lhs, grad_rhs
 
 
 def _product_weight_gradient(lhs, rhs, grad):
@@ -118,9 +138,6 @@ def _product_weight_gradient(lhs, rhs, grad):
     transposed, grad.reshape(-1, grad.shape[-1]), preferred_element_type=jnp.float32
   )
   return product.reshape(rhs.shape).astype(rhs.dtype)
-
-
-_pointwise.defvjp(_pointwise_forward, _pointwise_backward)
 
 
 class BatchNorm(nn.Module):
