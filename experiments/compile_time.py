@@ -39,6 +39,13 @@ VARIANTS: dict[str, dict[str, str]] = {
   "LLVM -O1": {"XLA_FLAGS": "--xla_backend_optimization_level=1"},
   "LLVM -O0": {"XLA_FLAGS": "--xla_backend_optimization_level=0"},
   "LLVM without expensive passes": {"XLA_FLAGS": "--xla_llvm_disable_expensive_passes=true"},
+  # XLA's CPU backend reads these from xla_backend_extra_options, not as flags of their own.
+  "LLVM loops not unrolled": {
+    "XLA_FLAGS": "--xla_backend_extra_options=xla_cpu_disable_loop_unrolling"
+  },
+  "LLVM optimising for size": {
+    "XLA_FLAGS": "--xla_backend_extra_options=xla_cpu_optimize_for_size"
+  },
   "JAX optimization level O1": {"JAX_OPTIMIZATION_LEVEL": "O1"},
   "JAX optimization level O0": {"JAX_OPTIMIZATION_LEVEL": "O0"},
   "exec-time effort -1": {"JAX_EXEC_TIME_OPTIMIZATION_EFFORT": "-1.0"},
