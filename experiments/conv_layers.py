@@ -124,13 +124,20 @@ def _xla_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[]
       (kernel, grad),
     ),
   }
+  return waited(programs)
+
+
+def waited(
+  programs: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]],
+) -> dict[str, Callable[[], None]]:
+  """Each jitted program with its arguments, as a call to time that waits for the result."""
   return {
     name: (lambda f=f, args=args: jax.block_until_ready(f(*args)))
     for name, (f, args) in programs.items()
   }
 
 
-def _torch_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], None]]:
+def torch_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], None]]:
   """The operators PyTorch's autograd calls for each pass, on channels_last tensors."""
   n, h, w, c = layer.input_shape
   kh, kw, _, out = layer.kernel_shape
@@ -181,7 +188,7 @@ def time_layers(network: str, batch: int, steps: int, warmup: int) -> dict[str, 
       "gflop": layer.flops / 1e9,
       "first": layer == first,
     }
-    for framework, passes in (("ours", _xla_passes), ("pytorch", _torch_passes)):
+    for framework, passes in (("ours", _xla_passes), ("pytorch", torch_passes)):
       for name, run in passes(layer, rng).items():
         if name == "input gradient" and layer == first:
           continue

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from conv_layers import Layer, network_layers
+from conv_layers import Layer, network_layers, torch_passes, waited
 from jax import lax
 from paired_steps import paired_ratio, ratio_cells, take_turns
 from xla_cpu_flags import write_results
@@ -147,16 +147,8 @@ def _kernels(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], N
     ),
     "XLA transposed copy alone": (jax.jit(lambda x: lax.optimization_barrier(_pixels(x).T)), (jx,)),
   }
-  calls = {
-    name: functools.partial(lambda f, args: jax.block_until_ready(f(*args)), f, args)
-    for name, (f, args) in xla.items()
-  }
-  tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-  tdy = torch.from_numpy(dy).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-  weight = torch.zeros(c_out, c_in, 1, 1).contiguous(memory_format=torch.channels_last)
-  calls["PyTorch convolution_backward"] = lambda: torch.ops.aten.convolution_backward(
-    tdy, tx, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False]
-  )
+  calls = waited(xla)
+  calls["PyTorch convolution_backward"] = torch_passes(layer, rng)["weight gradient"]
   px, pdy = torch.from_numpy(x.reshape(-1, c_in)), torch.from_numpy(dy.reshape(-1, c_out))
   calls["PyTorch TN matmul"] = lambda: px.T @ pdy
   return calls
