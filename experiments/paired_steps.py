@@ -23,7 +23,13 @@ kernel looks for free 2 MiB pages among all their memory; host_memory.md): the i
 below the bench's, and only the ratios between variants compare like with like.
 `--variant LABEL=XLA_FLAGS` (empty flags: the project's defaults, inception_jax/xla_flags.py;
 given twice under two labels, an A/A control: the spread of two identical variants); `--torch`
-adds the PyTorch eager peer as a variant. Writes OUT.json and OUT.md.
+adds the PyTorch eager peer as a variant. `--checkout LABEL=PATH` runs that variant's workers on
+the package in another checkout (a `git worktree` of the commit before a change), so that a change
+to the code is paired like an option:
+  git worktree add /tmp/before HEAD~1
+  python experiments/paired_steps.py --variant "before=" --checkout before=/tmp/before \\
+    --variant "after=" --variant "after, again=" --processes 1 --out runs/paired_change
+Writes OUT.json and OUT.md.
 """
 
 from __future__ import annotations
@@ -75,11 +81,15 @@ def worker(network: str, mode: str, dtype: str, batch: int, framework: str) -> N
 class Worker:
   """A worker process, driven line by line."""
 
-  def __init__(self, label: str, flags: str | None, case_args: list[str]) -> None:
+  def __init__(
+    self, label: str, flags: str | None, case_args: list[str], checkout: str | None = None
+  ) -> None:
     framework = "pytorch" if flags is None else "ours"
     env = dict(os.environ)
     if flags is not None:
       env["XLA_FLAGS"] = flags
+    if checkout is not None:  # its package first on the path, ahead of the installed one
+      env["PYTHONPATH"] = os.pathsep.join([checkout, *filter(None, [env.get("PYTHONPATH")])])
     command = [sys.executable, __file__, "--worker", *case_args, framework]
     self.label = label
     self.process = subprocess.Popen(
@@ -144,7 +154,7 @@ def time_network(
   the mean over its processes' steps in that turn."""
   case_args = [network, args.mode, args.dtype, str(args.batch)]
   workers = [
-    Worker(label, flags, case_args)
+    Worker(label, flags, case_args, args.checkouts.get(label))
     for _ in range(args.processes)
     for label, flags in variants.items()
   ]
@@ -194,6 +204,8 @@ def markdown(results: dict[str, Any]) -> str:
     for label, flags in results["variants"].items():
       versus = ratio_cells(row["ratio_to_first"].get(label))
       shown = "PyTorch" if flags is None else f"`{flags}`" if flags else "(the project's defaults)"
+      if label in results.get("checkouts", {}):
+        shown += f", code at `{results['checkouts'][label]}`"
       speed = f"{row['images_per_second'][label]:.2f}"
       per_process = row.get("process_images_per_second", {}).get(label, [])
       if len(per_process) > 1:
@@ -224,6 +236,13 @@ def main(argv: list[str]) -> None:
     "--processes", type=int, default=2, help="worker processes per variant, interleaved"
   )
   parser.add_argument("--torch", action="store_true", help="add PyTorch eager as a variant")
+  parser.add_argument(
+    "--checkout",
+    action="append",
+    default=[],
+    metavar="LABEL=PATH",
+    help="repeatable; that variant runs the package in the checkout at PATH",
+  )
   parser.add_argument("--out", default="runs/paired_steps")
   args = parser.parse_args(argv)
   variants: dict[str, str | None] = {}
@@ -234,6 +253,12 @@ def main(argv: list[str]) -> None:
     variants[label] = flags
   if args.torch:
     variants[PYTORCH] = None
+  args.checkouts = {}
+  for item in args.checkout:
+    label, _, path = item.partition("=")
+    if label not in variants or not (pathlib.Path(path) / "inception_jax").is_dir():
+      parser.error(f"--checkout takes LABEL=PATH of a variant and a checkout, got {item!r}")
+    args.checkouts[label] = str(pathlib.Path(path).resolve())
   if len(variants) < 2 or args.pairs < 2 or args.processes < 1:
     parser.error(
       "give at least two variants (or one and --torch), --pairs of 2 or more and --processes of"
@@ -249,6 +274,7 @@ def main(argv: list[str]) -> None:
     "pairs": args.pairs,
     "processes": args.processes,
     "variants": variants,
+    "checkouts": args.checkouts,
     "networks": [
       time_network(network, args, variants) for network in args.networks.split(",") if network
     ],

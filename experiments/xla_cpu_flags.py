@@ -31,8 +31,8 @@ YNN = "--xla_cpu_experimental_ynn_fusion_type"
 # label -> XLA_FLAGS. XLA's defaults must name the YNN flag, or the project's default applies.
 VARIANTS: dict[str, str] = {
   "XLA defaults (YNNPACK convolutions)": f"{YNN}=+individual_convolution",
-  "project defaults (Eigen convolutions)": "",
-  "Eigen convolutions and dots": f"{YNN}=-individual_convolution,-individual_dot",
+  "project defaults (Eigen convolutions and dots)": "",
+  "Eigen convolutions, YNNPACK dots": f"{YNN}=-individual_convolution",
   "no YNNPACK fusion at all": (
     f"{YNN}=-individual_convolution,-individual_dot,-dot,-eltwise,-reduce"
   ),

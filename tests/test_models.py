@@ -31,6 +31,7 @@ from inception_jax.models.layers import (
   ceil_mode_padding,
   max_pool,
   pointwise_convolution,
+  winograd_convolution,
 )
 
 CONV = functools.partial(ConvUnit, batchnorm=False)
@@ -243,6 +244,57 @@ def test_pointwise_convolution_is_xlas_with_the_same_gradient(dtype):
   assert "conditional" not in ours.lower(params, x).compile().as_text()  # chosen at compile
   gpu = jax.export.export(ours, platforms=["cuda"])(params, x).mlir_module()
   assert gpu.count("stablehlo.convolution") == 3 and "dot_general" not in gpu
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 5), (3, 8, 6, 4), (1, 1, 2, 3), (2, 16, 16, 64)])
+def test_winograd_convolution_matches_xlas_and_its_gradients(shape):
+  """Winograd's 3x3 convolution (odd, even and one-pixel maps, the width ConvUnit picks it at)
+  against XLA's direct one inside flax's nn.Conv: output and both gradients to float32 rounding;
+  a GPU's program keeps XLA's convolutions."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=(*shape[:3], 6)), jnp.float32)
+
+  def run(**options):
+    conv = flax.linen.Conv(6, (3, 3), padding=((1, 1), (1, 1)), **options)
+    params = conv.init(KEY, x)["params"]
+
+    def loss(params, x):
+      y = conv.apply({"params": params}, x)
+      return (y * weights).sum(), y
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True)), params
+
+  ours, params = run(conv_general_dilated=winograd_convolution)
+  theirs, _ = run()
+  for got, want in zip(
+    jax.tree.leaves(ours(params, x)), jax.tree.leaves(theirs(params, x)), strict=True
+  ):
+    np.testing.assert_allclose(got, want, atol=1e-5 * float(jnp.abs(want).max()))
+  assert "convolution(" not in ours.lower(params, x).compile().as_text()
+  gpu = jax.export.export(ours, platforms=["cuda"])(params, x).mlir_module()
+  assert gpu.count("stablehlo.convolution") == 3 and "dot_general" not in gpu
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(
+  "kernel_size,strides,channels,expected",
+  [
+    (3, 1, 64, "winograd_convolution"),
+    (3, 1, 32, None),  # too few channels for the transforms to pay
+    (3, 2, 64, None),
+    (1, 1, 64, "pointwise_convolution"),
+    (5, 1, 64, None),
+  ],
+)
+def test_conv_unit_chooses_its_convolution(dtype, kernel_size, strides, channels, expected):
+  """Winograd for float32 3x3 stride-1 layers of WINOGRAD_MIN_CHANNELS inputs or more."""
+  unit = ConvUnit(8, kernel_size, strides, dtype=dtype)
+  x = jnp.zeros((1, 4, 4, channels), dtype)
+  chosen = unit._convolution(x)
+  if expected == "winograd_convolution" and dtype != jnp.float32:
+    expected = None
+  assert (chosen and chosen.__name__) == expected
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

@@ -13,10 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from inception_jax.models import winograd
+
 Dtype = Any
 
 # He initialisation keeps activations at scale through 22 ReLU layers, with or without BatchNorm.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+# 3x3 float32 convolutions with this many input channels or more go through Winograd's
+# algorithm on a CPU; below it the transforms cost more than the products save (winograd.md).
+WINOGRAD_MIN_CHANNELS = 64
 
 
 class ConvUnit(nn.Module):
@@ -51,7 +56,7 @@ class ConvUnit(nn.Module):
       kernel_init=conv_init,
       dtype=self.dtype,
       param_dtype=self.param_dtype,
-      conv_general_dilated=pointwise_convolution if self.kernel_size == self.strides == 1 else None,
+      conv_general_dilated=self._convolution(x),
       name="conv",
     )(x)
     if self.batchnorm:
@@ -65,6 +70,19 @@ class ConvUnit(nn.Module):
         name="bn",
       )(x)
     return nn.relu(x)
+
+  def _convolution(self, x: jnp.ndarray) -> Callable[..., jnp.ndarray] | None:
+    """How this layer convolves (None: flax's default, `lax.conv_general_dilated`)."""
+    if self.kernel_size == self.strides == 1:
+      return pointwise_convolution
+    if (
+      self.kernel_size == 3
+      and self.strides == 1
+      and jnp.dtype(self.dtype) == jnp.float32
+      and x.shape[-1] >= WINOGRAD_MIN_CHANNELS
+    ):
+      return winograd_convolution
+    return None
 
 
 def pointwise_convolution(
@@ -86,6 +104,19 @@ def pointwise_convolution(
     lax.conv_general_dilated, window_strides=window_strides, padding=padding, **options
   )
   return with_weight_gradient(convolve, _pointwise_weight_gradient, lhs, rhs)
+
+
+def winograd_convolution(
+  lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Any, padding: Any, **options: Any
+) -> jnp.ndarray:
+  """`lax.conv_general_dilated` (and its arguments) for a 3x3, stride-1, SAME convolution of
+  NHWC by HWIO, by Winograd's F(2x2, 3x3) on a CPU (`winograd.conv3x3`: XLA's CPU convolutions
+  are Eigen's direct ones; measurements in experiments/results/winograd.md). Other platforms
+  keep the convolution."""
+  convolve = functools.partial(
+    lax.conv_general_dilated, window_strides=window_strides, padding=padding, **options
+  )
+  return lax.platform_dependent(lhs, rhs, cpu=winograd.conv3x3, default=convolve)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
