@@ -250,15 +250,34 @@ def test_paired_steps_experiment_times_variants_in_turn_in_their_own_processes(
     [
       *("--networks", "tiny16", "--pairs", "3", "--processes", "1", "--out", str(out)),
       *("--variant", "defaults=", "--variant", f"other={flags}"),
+      *("--checkout", f"other={ROOT}"),  # this checkout again, through PYTHONPATH
     ]
   )
   results = json.loads(out.with_suffix(".json").read_text())
   (row,) = results["networks"]
   assert [len(times) for times in row["times"].values()] == [3, 3]
   assert set(row["ratio_to_first"]) == {"other"} and row["ratio_to_first"]["other"]["median"] > 0
-  assert f"`{flags}`" in out.with_suffix(".md").read_text()
-  with pytest.raises(SystemExit):
-    paired_steps.main(["--variant", "no-equals-sign"])
+  assert results["checkouts"] == {"other": str(ROOT.resolve())}
+  assert f"`{flags}`, code at `{ROOT.resolve()}`" in out.with_suffix(".md").read_text()
+  for wrong in (["--variant", "no-equals-sign"], ["--checkout", f"unknown={ROOT}"]):
+    with pytest.raises(SystemExit):
+      paired_steps.main(wrong)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is an optional extra")
+def test_winograd_layers_experiment_times_each_3x3_layer_three_ways(tmp_path, monkeypatch):
+  """experiments/winograd_layers.py times every 3x3 stride-1 layer directly, by Winograd and in
+  PyTorch, each pass, and says which one the model uses."""
+  monkeypatch.syspath_prepend(ROOT / "experiments")
+  winograd_layers = importlib.import_module("winograd_layers")
+  out = tmp_path / "winograd"
+  winograd_layers.main(
+    ["--networks", "tiny16", "--batch", "2", "--steps", "1", "--warmup", "1", "--out", str(out)]
+  )
+  (network,) = json.loads(out.with_suffix(".json").read_text())["networks"]
+  assert network["rows"] and all(row["layer"].startswith("3x3") for row in network["rows"])
+  assert all(row["Winograd forward ms"] > 0 for row in network["rows"])
+  assert "| used with Winograd |" in out.with_suffix(".md").read_text()
 
 
 def test_pointwise_gradient_experiment_times_each_formulation(tmp_path, monkeypatch):

@@ -97,8 +97,9 @@ def pointwise_convolution(
   against PyTorch's 78 (2-core AMD EPYC). XLA's product with the contracted dimension minor in
   its left operand, which the copy makes it, runs at PyTorch's speed (85 ms; 129 with the
   copy), and the train step 1.02-1.03x as fast at small32, 1.01x at 224
-  (experiments/results/pointwise_gradient_*.md). Other platforms keep the convolution's own
-  gradient (cuDNN's on a GPU).
+  (experiments/results/pointwise_gradient_*.md; with YNNPACK's dots, and level with Eigen's,
+  which xla_flags.py has chosen since: paired_steps_eigen_dots.md). Other platforms keep the
+  convolution's own gradient (cuDNN's on a GPU).
   """
   convolve = functools.partial(
     lax.conv_general_dilated, window_strides=window_strides, padding=padding, **options
