@@ -274,6 +274,10 @@ def test_winograd_convolution_matches_xlas_and_its_gradients(shape):
   assert "convolution(" not in ours.lower(params, x).compile().as_text()
   gpu = jax.export.export(ours, platforms=["cuda"])(params, x).mlir_module()
   assert gpu.count("stablehlo.convolution") == 3 and "dot_general" not in gpu
+  kernel = params["kernel"]
+  for strides, padding in (((2, 2), ((1, 1), (1, 1))), ((1, 1), "VALID")):
+    with pytest.raises(ValueError, match="3x3, stride-1, SAME"):
+      winograd_convolution(x, kernel, strides, padding)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

@@ -114,6 +114,17 @@ def winograd_convolution(
   NHWC by HWIO, by Winograd's F(2x2, 3x3) on a CPU (`winograd.conv3x3`: XLA's CPU convolutions
   are Eigen's direct ones; measurements in experiments/results/winograd.md). Other platforms
   keep the convolution."""
+  plain = all(
+    tuple(options.get(name) or (1, 1)) == (1, 1) for name in ("lhs_dilation", "rhs_dilation")
+  )
+  if not (
+    rhs.shape[:2] == (3, 3)
+    and tuple(window_strides) == (1, 1)
+    and tuple(map(tuple, padding)) == ((1, 1), (1, 1))
+    and options.get("feature_group_count", 1) == 1
+    and plain
+  ):
+    raise ValueError("winograd_convolution computes 3x3, stride-1, SAME, undilated convolutions")
   convolve = functools.partial(
     lax.conv_general_dilated, window_strides=window_strides, padding=padding, **options
   )

@@ -72,7 +72,7 @@ def _output_transform(m: jnp.ndarray, shape: tuple[int, int, int]) -> jnp.ndarra
   th, tw = _tiles(h), _tiles(w)
   m = m.reshape(4, 4, n, th, tw, -1)
 
-  def combine(d) -> list[jnp.ndarray]:  # A^T's rows
+  def combine(d: jnp.ndarray) -> list[jnp.ndarray]:  # A^T's rows
     return [d[0] + d[1] + d[2], d[1] - d[2] - d[3]]
 
   rows = jnp.stack(combine(m), axis=3)  # [4, n, th, 2, tw, c]
