@@ -1,5 +1,5 @@
 """Every 3x3 stride-1 convolution of a bench network alone: XLA's direct convolution against
-Winograd's F(2x2, 3x3) (inception_jax/models/winograd.py), and PyTorch's as the peer, per pass.
+Winograd's F(4x4, 3x3) (inception_jax/models/winograd.py), and PyTorch's as the peer, per pass.
 
 `layers.ConvUnit` sends a 3x3 float32 convolution through Winograd on a CPU when its input has
 `layers.WINOGRAD_MIN_CHANNELS` channels or more; this is the per-layer evidence for that rule.
@@ -67,7 +67,7 @@ def _cells(row: dict[str, Any]) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
   lines = [
-    "# 3x3 convolutions alone: direct, Winograd F(2x2, 3x3), PyTorch\n",
+    "# 3x3 convolutions alone: direct, Winograd F(4x4, 3x3), PyTorch\n",
     f"Command: `{results['command']}`\n",
     f"Machine: {describe_line(results['machine'])}, torch {results['torch']}; XLA_FLAGS "
     f"`{results['xla_flags'] or '(the project defaults)'}`. Batch {results['batch']}, float32; "

@@ -14,9 +14,10 @@ from collections.abc import MutableMapping
 
 DEFAULT_XLA_FLAGS: dict[str, str] = {
   # CPU only: YNNPACK's convolutions (XLA's CPU default) compute weight gradients several times
-  # slower than Eigen's; without them the 224x224 train step runs about twice as fast. Eigen's
-  # batched products run Winograd's 3x3 convolutions (models/winograd.py) 1.2-1.6x faster than
-  # YNNPACK's; the rest of the step is level either way (experiments/results/winograd.md).
+  # slower than Eigen's; without them the 224x224 train step runs about twice as fast. With
+  # Eigen's dots, which take the batched products of Winograd's 3x3 convolutions
+  # (models/winograd.py), the train step runs 1.06x as fast as with YNNPACK's; without Winograd
+  # the two were level (experiments/results/winograd.md).
   "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution,-individual_dot",
 }
 

@@ -111,7 +111,7 @@ def winograd_convolution(
   lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Any, padding: Any, **options: Any
 ) -> jnp.ndarray:
   """`lax.conv_general_dilated` (and its arguments) for a 3x3, stride-1, SAME convolution of
-  NHWC by HWIO, by Winograd's F(2x2, 3x3) on a CPU (`winograd.conv3x3`: XLA's CPU convolutions
+  NHWC by HWIO, by Winograd's F(4x4, 3x3) on a CPU (`winograd.conv3x3`: XLA's CPU convolutions
   are Eigen's direct ones; measurements in experiments/results/winograd.md). Other platforms
   keep the convolution."""
   plain = all(

@@ -1,16 +1,17 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2015).
+"""3x3 stride-1 convolutions by Winograd's minimal filtering F(4x4, 3x3) (Lavin and Gray, 2015).
 
-Each 2x2 output tile then costs 16 multiply-adds per input-output channel pair instead of 36:
-the input's overlapping 4x4 tiles (stride 2) and the kernel go through fixed linear transforms,
-the 16 transformed positions become 16 independent matrix products over the channels, and a
-last transform turns each product's 4x4 tile into the 2x2 output. The gradients are the same
+Each 4x4 output tile then costs 36 multiply-adds per input-output channel pair instead of 144:
+the input's overlapping 6x6 tiles (stride 4) and the kernel go through fixed linear transforms,
+the 36 transformed positions become 36 independent matrix products over the channels, and a
+last transform turns each product's 6x6 tile into the 4x4 output. The gradients are the same
 algorithm: the input's is the convolution of the output's gradient with the flipped kernel, the
-kernel's is 16 products of the transformed input with the transformed output gradient.
+kernel's is 36 products of the transformed input with the transformed output gradient.
 
 Only XLA's CPU backend gets it (`layers.ConvUnit` decides where): GPU and TPU convolution
-libraries choose their own algorithms. The transforms add and subtract only, so float32 results
-differ from the direct convolution's by rounding (relative 1e-6). Measurements:
-experiments/results/winograd.md.
+libraries choose their own algorithms. The transforms' coefficients (up to 8, and 1/24 in the
+kernel's) cost accuracy: float32 results differ from the direct convolution's by about 1e-5 of
+the output's largest value (F(2x2, 3x3): 1e-6, at 1.2-1.7x the time on maps of 14x14 and more).
+Measurements: experiments/results/winograd.md.
 """
 
 from __future__ import annotations
@@ -20,78 +21,122 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# F(2x2, 3x3)'s kernel transform G (4x3), applied to both kernel axes at once as G (x) G (16x9);
-# the input's B^T and the output's A^T are applied below as the sums and differences they are.
-_KERNEL_TRANSFORM = np.kron(
-  *[np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], np.float32)] * 2
+# F(4x4, 3x3) with the interpolation points 0, 1, -1, 2, -2 (Lavin and Gray's): each 6x6 input
+# tile d (stride 4) becomes B^T d B, the kernel k becomes G k G^T, and the 6x6 products' tile m
+# becomes the 4x4 output A^T m A.
+_OUTPUT_TILE = 4
+_INPUT_TILE = _OUTPUT_TILE + 2
+_INPUT_TRANSFORM = np.array(  # B^T
+  [
+    [4, 0, -5, 0, 1, 0],
+    [0, -4, -4, 1, 1, 0],
+    [0, 4, -4, -1, 1, 0],
+    [0, -2, -1, 2, 1, 0],
+    [0, 2, -1, -2, 1, 0],
+    [0, 4, 0, -5, 0, 1],
+  ]
 )
-# Batched matrix products over the 16 tile positions: [16, tiles, in] x [16, in, out].
+_KERNEL_TRANSFORM = np.array(  # G
+  [
+    [1 / 4, 0, 0],
+    [-1 / 6, -1 / 6, -1 / 6],
+    [-1 / 6, 1 / 6, -1 / 6],
+    [1 / 24, 1 / 12, 1 / 6],
+    [1 / 24, -1 / 12, 1 / 6],
+    [0, 0, 1],
+  ]
+)
+_OUTPUT_TRANSFORM = np.array(  # A^T
+  [
+    [1, 1, 1, 1, 1, 0],
+    [0, 1, -1, 2, -2, 0],
+    [0, 1, 1, 4, 4, 0],
+    [0, 1, -1, 8, -8, 1],
+  ]
+)
+_POSITIONS = _INPUT_TILE**2
+# Both kernel axes at once: G (x) G, one product with the kernel's 9 taps.
+_KERNEL_PRODUCT = np.kron(_KERNEL_TRANSFORM, _KERNEL_TRANSFORM).astype(np.float32)
+# Batched matrix products over the tile positions: [positions, tiles, in] x [positions, in, out].
 _POSITION_PRODUCT = (((2,), (1,)), ((0,), (0,)))
 
 
 def _tiles(size: int) -> int:
-  return -(-size // 2)
+  return -(-size // _OUTPUT_TILE)
+
+
+def _combine(coefficients: np.ndarray, terms: list[jnp.ndarray]) -> jnp.ndarray:
+  """sum_k coefficients[k] * terms[k], leaving out the zeros and multiplying by no +-1."""
+  total = None
+  for coefficient, term in zip(coefficients, terms, strict=True):
+    if coefficient == 0:
+      continue
+    scaled = term if abs(coefficient) == 1 else term * np.float32(abs(coefficient))
+    if total is None:
+      total = scaled if coefficient > 0 else -scaled
+    else:
+      total = total + scaled if coefficient > 0 else total - scaled
+  return total
+
+
+def _transform(matrix: np.ndarray, rows: list[jnp.ndarray], columns) -> jnp.ndarray:
+  """matrix (x) matrix applied to each tile: over the tiles' rows (`rows`, one strided view of
+  the map per row of a tile), then over their columns (`columns(stacked, k)`, the k-th column's
+  view of the stacked rows). Two stacks of one row or column each: XLA fuses each into one loop
+  (3 fusions a transform; one stack of all 36 positions compiled each on its own, 1.3-5x slower
+  at F(2x2, 3x3))."""
+  stacked = jnp.stack([_combine(row, rows) for row in matrix])
+  views = [columns(stacked, k) for k in range(matrix.shape[1])]
+  return jnp.stack([_combine(row, views) for row in matrix], axis=1)
 
 
 def _kernel_transform(kernel: jnp.ndarray) -> jnp.ndarray:
-  """G k G^T for each channel pair, one product: [3, 3, in, out] -> [16, in, out]."""
-  transform = jnp.asarray(_KERNEL_TRANSFORM, kernel.dtype)
-  return (transform @ kernel.reshape(9, -1)).reshape(16, *kernel.shape[2:])
+  """G k G^T for each channel pair: [3, 3, in, out] -> [positions, in, out]."""
+  product = jnp.asarray(_KERNEL_PRODUCT, kernel.dtype) @ kernel.reshape(9, -1)
+  return product.reshape(_POSITIONS, *kernel.shape[2:])
 
 
 def _kernel_gradient(position_gradient: jnp.ndarray) -> jnp.ndarray:
-  """The transpose of `_kernel_transform`: [16, in, out] -> [3, 3, in, out]."""
-  transform = jnp.asarray(_KERNEL_TRANSFORM, position_gradient.dtype)
-  return (transform.T @ position_gradient.reshape(16, -1)).reshape(
-    3, 3, *position_gradient.shape[1:]
+  """The transpose of `_kernel_transform`: [positions, in, out] -> [3, 3, in, out]."""
+  product = jnp.asarray(_KERNEL_PRODUCT.T, position_gradient.dtype) @ position_gradient.reshape(
+    _POSITIONS, -1
   )
-
-
-# Each transform is a stack over rows, then a stack over columns: XLA fuses each stack of four
-# into one loop (three fusions a transform, where one stack of all 16 positions took 17, each
-# compiled on its own, and ran 1.3-5x slower).
+  return product.reshape(3, 3, *position_gradient.shape[1:])
 
 
 def _input_transform(x: jnp.ndarray) -> jnp.ndarray:
-  """B^T d B of every 4x4 tile d of x padded by one (SAME): [n, h, w, c] -> [16, tiles, c]."""
+  """B^T d B of every 6x6 tile d of x padded by one (SAME): [n, h, w, c] -> [36, tiles, c]."""
   n, h, w, c = x.shape
   th, tw = _tiles(h), _tiles(w)
-  padded = jnp.pad(x, ((0, 0), (1, 1 + 2 * th - h), (1, 1 + 2 * tw - w), (0, 0)))
-
-  def combine(d: list[jnp.ndarray]) -> list[jnp.ndarray]:  # B^T's rows
-    return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
-
-  rows = jnp.stack(combine([padded[:, k : k + 2 * th : 2] for k in range(4)]))
-  positions = jnp.stack(combine([rows[:, :, :, k : k + 2 * tw : 2] for k in range(4)]), axis=1)
-  return positions.reshape(16, n * th * tw, c)
+  step = _OUTPUT_TILE
+  padded = jnp.pad(x, ((0, 0), (1, 1 + step * th - h), (1, 1 + step * tw - w), (0, 0)))
+  rows = [padded[:, k : k + step * th : step] for k in range(_INPUT_TILE)]
+  positions = _transform(
+    _INPUT_TRANSFORM, rows, lambda stacked, k: stacked[:, :, :, k : k + step * tw : step]
+  )
+  return positions.reshape(_POSITIONS, n * th * tw, c)
 
 
 def _output_transform(m: jnp.ndarray, shape: tuple[int, int, int]) -> jnp.ndarray:
-  """A^T m A of every tile's 4x4 products: [16, tiles, c] -> [n, h, w, c]."""
+  """A^T m A of every tile's 6x6 products: [36, tiles, c] -> [n, h, w, c]."""
   n, h, w = shape
   th, tw = _tiles(h), _tiles(w)
-  m = m.reshape(4, 4, n, th, tw, -1)
-
-  def combine(d: jnp.ndarray) -> list[jnp.ndarray]:  # A^T's rows
-    return [d[0] + d[1] + d[2], d[1] - d[2] - d[3]]
-
-  rows = jnp.stack(combine(m), axis=3)  # [4, n, th, 2, tw, c]
-  tiles = jnp.stack(combine(rows), axis=-2)  # [n, th, 2, tw, 2, c]
-  return tiles.reshape(n, 2 * th, 2 * tw, -1)[:, :h, :w]
+  m = m.reshape(_INPUT_TILE, _INPUT_TILE, n, th, tw, -1)
+  rows = jnp.stack([_combine(row, list(m)) for row in _OUTPUT_TRANSFORM], axis=3)
+  columns = [rows[j] for j in range(_INPUT_TILE)]  # each [n, th, 4, tw, c]
+  tiles = jnp.stack([_combine(row, columns) for row in _OUTPUT_TRANSFORM], axis=-2)
+  return tiles.reshape(n, _OUTPUT_TILE * th, _OUTPUT_TILE * tw, -1)[:, :h, :w]
 
 
 def _output_gradient_transform(g: jnp.ndarray) -> jnp.ndarray:
-  """The transpose of `_output_transform`, A g A^T per 2x2 tile: [n, h, w, c] -> [16, tiles, c]."""
+  """The transpose of `_output_transform`, A g A^T per 4x4 tile: [n, h, w, c] -> [36, tiles, c]."""
   n, h, w, c = g.shape
   th, tw = _tiles(h), _tiles(w)
-  g = jnp.pad(g, ((0, 0), (0, 2 * th - h), (0, 2 * tw - w), (0, 0)))
-
-  def combine(d: list[jnp.ndarray]) -> list[jnp.ndarray]:  # A's rows
-    return [d[0], d[0] + d[1], d[0] - d[1], -d[1]]
-
-  rows = jnp.stack(combine([g[:, 0::2], g[:, 1::2]]))
-  positions = jnp.stack(combine([rows[:, :, :, 0::2], rows[:, :, :, 1::2]]), axis=1)
-  return positions.reshape(16, n * th * tw, c)
+  step = _OUTPUT_TILE
+  g = jnp.pad(g, ((0, 0), (0, step * th - h), (0, step * tw - w), (0, 0)))
+  rows = [g[:, a::step] for a in range(step)]
+  positions = _transform(_OUTPUT_TRANSFORM.T, rows, lambda stacked, b: stacked[:, :, :, b::step])
+  return positions.reshape(_POSITIONS, n * th * tw, c)
 
 
 def _convolve(x: jnp.ndarray, kernel: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
