@@ -16,6 +16,8 @@ Measurements: experiments/results/winograd.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,12 +81,16 @@ def _combine(coefficients: np.ndarray, terms: list[jnp.ndarray]) -> jnp.ndarray:
   return total
 
 
-def _transform(matrix: np.ndarray, rows: list[jnp.ndarray], columns) -> jnp.ndarray:
+def _transform(
+  matrix: np.ndarray,
+  rows: list[jnp.ndarray],
+  columns: Callable[[jnp.ndarray, int], jnp.ndarray],
+) -> jnp.ndarray:
   """matrix (x) matrix applied to each tile: over the tiles' rows (`rows`, one strided view of
   the map per row of a tile), then over their columns (`columns(stacked, k)`, the k-th column's
-  view of the stacked rows). Two stacks of one row or column each: XLA fuses each into one loop
-  (3 fusions a transform; one stack of all 36 positions compiled each on its own, 1.3-5x slower
-  at F(2x2, 3x3))."""
+  view of the stacked rows). One stack over the rows, then one over the columns: XLA fuses each
+  into one loop (3 fusions a transform; a single stack of every position made each position a
+  fusion of its own, compiled on its own, and ran 1.3-5x slower at F(2x2, 3x3))."""
   stacked = jnp.stack([_combine(row, rows) for row in matrix])
   views = [columns(stacked, k) for k in range(matrix.shape[1])]
   return jnp.stack([_combine(row, views) for row in matrix], axis=1)
