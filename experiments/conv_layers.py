@@ -102,7 +102,7 @@ def network_layers(network: str, batch: int) -> tuple[collections.Counter, Layer
   return collections.Counter(layers), layers[0]
 
 
-def _xla_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], None]]:
+def xla_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], None]]:
   """Each pass of the layer as its own jitted program, as the train step's autodiff writes it."""
   x = jnp.asarray(rng.standard_normal(layer.input_shape, np.float32))
   kernel = jnp.asarray(rng.standard_normal(layer.kernel_shape, np.float32))
@@ -188,7 +188,7 @@ def time_layers(network: str, batch: int, steps: int, warmup: int) -> dict[str, 
       "gflop": layer.flops / 1e9,
       "first": layer == first,
     }
-    for framework, passes in (("ours", _xla_passes), ("pytorch", torch_passes)):
+    for framework, passes in (("ours", xla_passes), ("pytorch", torch_passes)):
       for name, run in passes(layer, rng).items():
         if name == "input gradient" and layer == first:
           continue

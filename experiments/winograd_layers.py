@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from conv_layers import PASSES, _xla_passes, network_layers, torch_passes
+from conv_layers import PASSES, network_layers, torch_passes, xla_passes
 from jax import lax
 from xla_cpu_flags import write_results
 
@@ -45,7 +45,7 @@ def time_network(network: str, batch: int, steps: int, warmup: int) -> list[dict
       continue
     row: dict[str, Any] = {"layer": str(layer), "count": count}
     for label, function in FUNCTIONS.items():
-      passes = _xla_passes(dataclasses.replace(layer, function=function), rng)
+      passes = xla_passes(dataclasses.replace(layer, function=function), rng)
       for name, run in passes.items():
         row[f"{label} {name} ms"] = 1e3 * time_steps(run, 1, steps, warmup)["seconds_per_step"]
     for name, run in torch_passes(layer, rng).items():
