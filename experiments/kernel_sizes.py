@@ -22,6 +22,8 @@ DEFAULT_CONFIG = PROJECT_CONFIGS / "default.py"  # found from the package: the f
 def get_config() -> ml_collections.ConfigDict:
   config = load_config(str(DEFAULT_CONFIG))
   config.num_epochs = 12.0
+  # The augmentation its report was made with (configs/default.py's until 2026-12-05).
+  config.augment.update(inception_crop=True, area_range=(0.6, 1.0), random_interpolation=True)
   config.eval_every_steps = 22
   config.checkpoint_every_steps = 66
   config.log_every_steps = 22

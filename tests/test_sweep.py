@@ -17,6 +17,7 @@ from inception_jax.config import load_config, load_ensemble_config, parse_overri
 from inception_jax.errors import ConfigError
 from inception_jax.main import main
 from inception_jax.sweeps.grid import Hyper, array_slice, load_sweep, share
+from inception_jax.sweeps.report import METRICS
 from inception_jax.sweeps.run import run_sweep
 from inception_jax.training.reporting import read_metrics
 from inception_jax.training.trainer import evaluate
@@ -52,6 +53,13 @@ def test_product_and_zip_build_the_grid():
     Hyper.zip([Hyper.sweep("seed", [0, 1]), Hyper.sweep("learning_rate", [0.1])])
   with pytest.raises(ConfigError, match="twice"):
     Hyper.product([Hyper.sweep("seed", [0]), Hyper.fixed("seed", 1)])
+
+
+@pytest.mark.parametrize(
+  "seconds, text", [(41.96, "42.0s"), (-0.6, "-0.6s"), (261.2, "4m21s"), (-261.2, "-4m21s")]
+)
+def test_wall_times_and_their_differences_keep_their_sign_and_subsecond_gaps(seconds, text):
+  assert METRICS["wall_time"].text(seconds) == text
 
 
 def test_points_are_named_after_their_overrides_and_their_commands_rebuild_their_configs():

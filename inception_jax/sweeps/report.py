@@ -64,6 +64,14 @@ def _mebibytes(value: float) -> str:
   return f"{value / 2**20:,.1f} MiB"
 
 
+def _duration(seconds: float) -> str:
+  """'4m21s', or '0.6s' under a minute, signed: a paired difference of wall times is often under
+  a second, and may be negative."""
+  sign = "-" if seconds < 0 else ""
+  seconds = abs(seconds)
+  return sign + (f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds))
+
+
 def _last(records: list[dict[str, Any]], key: str) -> float | None:
   return records[-1][key] if records else None
 
@@ -94,7 +102,7 @@ METRICS: dict[str, Metric] = {
     "final eval loss", lambda r: _last(r.split("eval"), "loss"), lambda v: f"{v:.4f}"
   ),
   "images_per_second": Metric("train img/s (median)", _images_per_second, lambda v: f"{v:,.0f}"),
-  "wall_time": Metric("wall time", lambda r: _last(r.records, "seconds"), format_duration),
+  "wall_time": Metric("wall time", lambda r: _last(r.records, "seconds"), _duration),
   "step_memory": Metric(
     "train step memory",
     lambda r: _max(r.split("train"), "step_memory_bytes"),
