@@ -102,6 +102,18 @@ def network_layers(network: str, batch: int) -> tuple[collections.Counter, Layer
   return collections.Counter(layers), layers[0]
 
 
+def stride_one_layers(network: str, batch: int, kernel: int) -> collections.Counter:
+  """The network's distinct stride-1 kernel x kernel convolutions, each with how often it occurs."""
+  counts, _ = network_layers(network, batch)
+  return collections.Counter(
+    {
+      layer: count
+      for layer, count in counts.items()
+      if layer.kernel_shape[:2] == (kernel, kernel) and layer.strides == (1, 1)
+    }
+  )
+
+
 def xla_passes(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], None]]:
   """Each pass of the layer as its own jitted program, as the train step's autodiff writes it."""
   x = jnp.asarray(rng.standard_normal(layer.input_shape, np.float32))

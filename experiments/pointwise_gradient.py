@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from conv_layers import Layer, network_layers, torch_passes, waited
+from conv_layers import Layer, stride_one_layers, torch_passes, waited
 from jax import lax
 from paired_steps import paired_ratio, ratio_cells, take_turns
 from xla_cpu_flags import write_results
@@ -157,12 +157,9 @@ def _kernels(layer: Layer, rng: np.random.Generator) -> dict[str, Callable[[], N
 def time_kernels(network: str, batch: int, steps: int, rounds: int) -> list[dict[str, Any]]:
   """Median ms of each weight-gradient call per distinct 1x1 layer, the calls interleaved:
   each round times every call `steps` times, the figure is the median of the rounds'."""
-  counts, _ = network_layers(network, batch)
   rng = np.random.default_rng(0)
   rows = []
-  for layer, count in counts.items():
-    if layer.kernel_shape[:2] != (1, 1) or layer.strides != (1, 1):
-      continue
+  for layer, count in stride_one_layers(network, batch, 1).items():
     calls = _kernels(layer, rng)
     per_round: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):

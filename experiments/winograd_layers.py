@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from conv_layers import PASSES, network_layers, torch_passes, xla_passes
+from conv_layers import PASSES, stride_one_layers, torch_passes, xla_passes
 from jax import lax
 from xla_cpu_flags import write_results
 
@@ -37,12 +37,9 @@ FUNCTIONS = {"direct": lax.conv_general_dilated, "Winograd": layers.winograd_con
 
 def time_network(network: str, batch: int, steps: int, warmup: int) -> list[dict[str, Any]]:
   """Median ms of each pass of each distinct 3x3 stride-1 layer: direct, Winograd, PyTorch."""
-  counts, _ = network_layers(network, batch)
   rng = np.random.default_rng(0)
   rows = []
-  for layer, count in counts.items():
-    if layer.kernel_shape[:2] != (3, 3) or layer.strides != (1, 1):
-      continue
+  for layer, count in stride_one_layers(network, batch, 3).items():
     row: dict[str, Any] = {"layer": str(layer), "count": count}
     for label, function in FUNCTIONS.items():
       passes = xla_passes(dataclasses.replace(layer, function=function), rng)
