@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 
 import jax
 import pytest
@@ -92,14 +93,19 @@ def test_the_report_says_how_much_of_a_224_train_step_waits_for_input(bench):
   assert "wait for input" not in markdown(results)  # tiny16 only: no 224x224 step
 
 
-def test_reports_name_the_cpus_vector_extensions(bench):
-  """Speed ratios depend on AVX-512 and AMX: every report's machine line says which the CPU has
-  (where /proc/cpuinfo tells); saved results from before they were recorded still print."""
+def test_reports_name_the_cpus_generation_and_vector_extensions(bench):
+  """Speed ratios depend on the CPU's generation, AVX-512 and AMX: every report's machine line
+  names its family and model and says which extensions it has (where /proc/cpuinfo tells);
+  saved results from before they were recorded still print."""
   machine = bench[1]["machine"]
   if os.path.exists("/proc/cpuinfo"):
     assert set(machine["cpu_features"]) <= set(CPU_FEATURES.values())
     assert ("AMX" in machine["cpu_features"]) != ("no AMX" in bench[2])
-  saved = {key: value for key, value in machine.items() if key != "cpu_features"}
+    assert re.fullmatch(r"family \d+ model \d+", machine["cpu_generation"])
+    assert f"{machine['processor']}, {machine['cpu_generation']}; " in bench[2]
+  saved = {
+    key: value for key, value in machine.items() if key not in ("cpu_features", "cpu_generation")
+  }
   assert (
     describe_line(saved)
     == f"{saved['cpu_cores']} CPU cores ({saved['processor']}), jax {saved['jax']}"

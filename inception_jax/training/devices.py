@@ -127,21 +127,27 @@ CPU_FEATURES = {
 
 
 def describe() -> dict[str, Any]:
-  """The hardware and software numbers come from, for reports."""
+  """The hardware and software numbers come from, for reports. Virtual machines often name their
+  CPU only "AMD EPYC" or "Intel(R) Xeon(R) Processor"; its family and model tell the generation
+  (AMD's family 25 model 17 is Zen 4, Intel's family 6 model 143 Sapphire Rapids)."""
   device = jax.local_devices()[0]
   processor, flags = platform.processor() or platform.machine(), None  # None: not known
+  generation = None
   if os.path.exists("/proc/cpuinfo"):
     with open("/proc/cpuinfo") as cpuinfo:
       fields = [line.split(":", 1) for line in cpuinfo if ":" in line]
     values = {key.strip(): value.strip() for key, value in reversed(fields)}  # the first CPU's
     processor = values.get("model name", processor)
     flags = set(values.get("flags", "").split())
+    if "cpu family" in values and "model" in values:
+      generation = f"family {values['cpu family']} model {values['model']}"
   return {
     "device": device.device_kind,
     "platform": device.platform,
     "devices": jax.local_device_count(),
     "cpu_cores": os.cpu_count(),
     "processor": processor,
+    "cpu_generation": generation,
     "cpu_features": None
     if flags is None
     else [name for flag, name in CPU_FEATURES.items() if flag in flags],
@@ -151,15 +157,20 @@ def describe() -> dict[str, Any]:
 
 
 def describe_line(m: dict[str, Any] | None = None) -> str:
-  """`describe()` (or a saved copy of it) in one line, with the CPU's vector extensions where
-  they are known (not without /proc/cpuinfo, nor in copies saved before they were recorded)."""
+  """`describe()` (or a saved copy of it) in one line, with the CPU's family and model and its
+  vector extensions where they are known (not without /proc/cpuinfo, nor in copies saved before
+  they were recorded)."""
   m = m or describe()
   accelerator = "" if m["platform"] == "cpu" else f"{m['devices']} x {m['device']}, "
+  generation = f", {m['cpu_generation']}" if m.get("cpu_generation") else ""
   features, extensions = m.get("cpu_features"), ""
   if features is not None:
     missing = [f"no {name}" for name in ("AVX-512", "AMX") if name not in features]
     extensions = "; " + ", ".join([*features, *missing])
-  return f"{accelerator}{m['cpu_cores']} CPU cores ({m['processor']}{extensions}), jax {m['jax']}"
+  return (
+    f"{accelerator}{m['cpu_cores']} CPU cores ({m['processor']}{generation}{extensions}), "
+    f"jax {m['jax']}"
+  )
 
 
 def local_batch_size(global_batch: int) -> int:
