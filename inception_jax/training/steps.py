@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,8 +19,11 @@ from inception_jax.training.devices import AXIS
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 TRAIN_SUMS = ("loss", "aux_loss", "correct", "count")
-# XLA options for a program that runs once (other backends ignore the CPU one).
+# XLA options for a program that runs once (other backends ignore the CPU one). An XLA that no
+# longer has one of them refuses it by name (jax 0.12 has no `xla_cpu_use_fusion_emitters`):
+# `compile_fast` then compiles without it.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+UNKNOWN_OPTION = re.compile(r"No such compile option: '(\w+)'")
 
 
 @flax.struct.dataclass
@@ -112,9 +116,22 @@ def train_state_program(
   lowered = jax.jit(create).lower(variables)
 
   def compile_and_run() -> TrainState:
-    return lowered.compile(FAST_COMPILE)(variables)
+    return compile_fast(lowered)(variables)
 
   return compile_and_run, lowered.out_info
+
+
+def compile_fast(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+  """`lowered` compiled with the FAST_COMPILE options this XLA knows."""
+  options = dict(FAST_COMPILE)
+  while True:
+    try:
+      return lowered.compile(options)
+    except jax.errors.JaxRuntimeError as error:
+      unknown = UNKNOWN_OPTION.search(str(error))
+      if unknown is None or unknown.group(1) not in options:
+        raise
+      del options[unknown.group(1)]
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
