@@ -32,6 +32,15 @@
 #
 # `run OUT SECONDS --tiny` runs the same steps on small cases, on any machine with the project
 # installed: a try of the script, and of a pack in a Python like the image's, before a session.
+# Like the image's: Python 3.12 (pyenv's 3.12.1 here) with the image's packages that TensorFlow
+# and TFDS import, and no TensorFlow of its own, so that the pack's is the one tried (passed
+# 2026-12-05 with jax 0.12.0.1, every step):
+#   V=/tmp/venv312 && ~/.pyenv/versions/3.12.1/bin/python -m venv $V && $V/bin/pip install jax \
+#     flax optax orbax-checkpoint scipy matplotlib scikit-learn tensorboard safetensors protobuf \
+#     pillow wrapt six flatbuffers grpcio h5py ml-dtypes opt-einsum requests etils psutil \
+#     pyarrow tqdm absl-py
+#   for k in 1 2 3; do GPU_CHECK_PARTS=/tmp/parts bash experiments/gpu_check.sh stage .gpu/$k; done
+#   PYTHON=$V/bin/python GPU_CHECK_PARTS=/tmp/parts bash experiments/gpu_check.sh run /tmp/o 400 --tiny
 # `commands [--tiny]` prints the commands `run` would time, which tests/test_gpu_check.py checks
 # against the CLI and the configs: they stay valid as those move.
 set -uo pipefail
