@@ -2,15 +2,16 @@
 # Issue 15's GPU checks as one prepared script: a session lent a GPU is rare and has 15 minutes of
 # device time, machine starts and file transfers included, so nothing is typed there.
 #
-# The GPU image has jax, flax, optax, orbax and PyTorch but not TensorFlow, TFDS or ml_collections,
-# and nothing can be downloaded there. So, here (pip's registry reachable; about 4 minutes, most
+# The GPU image has jax, flax, optax, orbax and PyTorch but not TensorFlow, TFDS, ml_collections
+# or dm-pix (with chex and toolz), and nothing can be downloaded there. So, here (pip's registry reachable; about 4 minutes, most
 # of it xz):
 #
 #   bash experiments/gpu_check.sh pack        # .gpu/1 .. .gpu/N, each under 55 MiB (git-ignored)
 #
 # then, with the device tool, one `run` per part while the machine stays warm (30 s idle: make
 # the calls back to back; if it went back between them, the benches still run, with the
-# ml_collections that travels in the last part, and only the steps that need TensorFlow fail):
+# ml_collections and dm-pix that travel in the last part; only the steps that need TensorFlow
+# fail):
 #
 #   carry [".gpu/K"]: bash experiments/gpu_check.sh stage .gpu/K             (K = 1 .. N-1)
 #   carry [".gpu/N"]: bash experiments/gpu_check.sh stage .gpu/N && bash experiments/gpu_check.sh run "$OUT" 540
@@ -50,12 +51,13 @@ SITE=${GPU_CHECK_SITE:-/tmp/inception-jax-site}
 PARTS=${GPU_CHECK_PARTS:-/tmp/inception-jax-parts}
 PYTHON=${PYTHON:-python3}
 # What the GPU image lacks for `train` (TensorFlow and TFDS with the dependencies they import) and
-# for every command (ml_collections). libclang and keras are left out: TensorFlow's import needs
+# for every command (ml_collections; dm-pix, which the train step imports, with chex and toolz). libclang and keras are left out: TensorFlow's import needs
 # neither (the command keeps Keras out of it, see launch.py).
 WHEELS=(
   tensorflow-cpu==2.21.0 tensorflow-datasets==4.9.10 ml_collections==1.1.0 astunparse gast
   google_pasta termcolor array_record dm-tree immutabledict simple_parsing docstring_parser
-  tensorflow-metadata googleapis-common-protos toml importlib_resources
+  tensorflow-metadata googleapis-common-protos toml importlib_resources dm-pix==0.4.5
+  chex toolz
 )
 SOURCE_ONLY=(promise)  # no wheel on PyPI: built here (pure Python)
 DEVICE_PYTHON=3.12     # the image's python3 (/work/.library/device/KINDS.md)
@@ -71,9 +73,10 @@ pack() {
   mkdir -p "$work/site"
   for wheel in "$work"/wheels/*.whl; do unzip -q -o "$wheel" -d "$work/site"; done
   rm -rf "$work/site/tensorflow/include"  # C++ headers: a fifth of TensorFlow's wheel
-  # ml_collections apart, with the last part: with it alone the benches run (no TensorFlow), if
-  # the machine went back between the staging calls and took the earlier parts with it
-  mkdir -p "$work/base" && mv "$work/site"/ml_collections* "$work/base/"
+  # ml_collections and dm-pix apart, with the last part: with them alone the benches run (no
+  # TensorFlow), if the machine went back between the staging calls and took the earlier parts
+  mkdir -p "$work/base"
+  mv "$work/site"/{ml_collections,dm_pix,chex,toolz,tlz}* "$work/base/"
   rm -rf "$dest" && mkdir -p "$dest"
   tar -C "$work/site" -cf - . | xz -T0 -6 | split -b 55M -d -a 1 - "$work/part-"
   local k=1
@@ -175,7 +178,8 @@ run() {
 import importlib.metadata as m, jax
 print('jax devices:', jax.devices())
 for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'torch', 'torchvision',
-             'tensorflow-cpu', 'tensorflow-datasets', 'ml_collections', 'numpy', 'protobuf'):
+             'tensorflow-cpu', 'tensorflow-datasets', 'ml_collections', 'dm-pix', 'chex', 'numpy',
+             'protobuf'):
   try: print(name, m.version(name))
   except m.PackageNotFoundError: print(name, 'not installed')
 " 2>&1

@@ -43,6 +43,7 @@ def time_ours(
   `profile_steps`, then the XLA op time of each part of the step over that many traced steps.
   Also the step itself, for timing it again in later rounds."""
   config = base_config()
+  config.augment.photometric = False  # PyTorch's step is the network's alone, as ours then is
   config.model = case.model_config()
   config.image_size, config.batch_size = case.image_size, case.batch
   devices.local_batch_size(case.batch)  # the batch must divide over the devices

@@ -6,7 +6,9 @@ through the same `train_image` the trainer maps over TFDS records, batched as in
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -17,12 +19,20 @@ from inception_jax.training.defaults import base_config
 
 
 def time_pipeline(
-  threads: int, image_size: int = 224, batch: int = 128, images: int = 256, seconds: float = 10.0
+  threads: int,
+  image_size: int = 224,
+  batch: int = 128,
+  images: int = 256,
+  seconds: float = 10.0,
+  preprocess: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
 ) -> dict[str, float]:
-  """Training-pipeline images/s with `threads` CPU threads for tf.data, over ~`seconds`."""
-  augment = (
-    base_config().augment
-  )  # the paper's augmentation: crop, flip, photometric, interpolation
+  """Training-pipeline images/s with `threads` CPU threads for tf.data, over ~`seconds`.
+
+  `preprocess(jpeg, seed)` replaces `train_image` with the paper's augmentation (crop, flip,
+  interpolation; the photometric distortions run in the train step), for comparing others."""
+  if preprocess is None:
+    augment = base_config().augment
+    preprocess = functools.partial(train_image, image_size=image_size, augment=augment, jpeg=True)
   encoded = photo_like_jpegs(images, np.random.default_rng(0))
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
@@ -34,7 +44,7 @@ def time_pipeline(
     .repeat()
     .enumerate()
     .map(
-      lambda index, jpeg: train_image(jpeg, tf.stack([index, 0]), image_size, augment, jpeg=True),
+      lambda index, jpeg: preprocess(jpeg, tf.stack([index, 0])),
       num_parallel_calls=threads,
       deterministic=True,
     )

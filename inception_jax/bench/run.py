@@ -409,8 +409,9 @@ def markdown(results: dict[str, Any]) -> str:
   if results["pipeline"]:
     lines += [
       "",
-      "Input pipeline (JPEG decode fused with the Inception crop, flip, photometric "
-      "distortion, random interpolation to 224x224; batches of 128):",
+      "Input pipeline (JPEG decode fused with the Inception crop, flip, random "
+      "interpolation to 224x224; batches of 128; the photometric distortions run in the "
+      "train step):",
       "",
       "| tf.data threads | img/s | img/s per thread |",
       "|---:|---:|---:|",

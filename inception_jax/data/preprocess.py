@@ -1,5 +1,8 @@
 """Per-image preprocessing in TensorFlow: the paper's training augmentation and the eval crop.
 
+The photometric distortions are not here: the train step applies them on the device
+(`photometric.py`).
+
 Every random choice is a stateless op keyed by a per-example seed, so an image's augmentation is a
 function of (config seed, its position in the stream) and nothing else: the same config gives the
 same batches, and a resumed run sees the same images it would have seen.
@@ -20,12 +23,6 @@ from inception_jax.errors import ConfigError, read_input_file
 
 # The paper's "resize with a randomly chosen interpolation (bilinear, area, nearest, cubic)".
 INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic")
-
-# Inception-style photometric distortion strengths, for images scaled to [0, 1].
-BRIGHTNESS_DELTA = 32 / 255
-SATURATION_RANGE = (0.5, 1.5)
-HUE_DELTA = 0.2
-CONTRAST_RANGE = (0.5, 1.5)
 
 
 def _image_shape(encoded: tf.Tensor, jpeg: bool) -> tuple[tf.Tensor, tf.Tensor | None]:
@@ -79,15 +76,6 @@ def _random_resize(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
   return tf.switch_case(choice, branches)
 
 
-def _photometric(image: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
-  """Brightness, saturation, hue and contrast jitter on an image in [0, 1]."""
-  image = tf.image.stateless_random_brightness(image, BRIGHTNESS_DELTA, seeds[0])
-  image = tf.image.stateless_random_saturation(image, *SATURATION_RANGE, seeds[1])
-  image = tf.image.stateless_random_hue(image, HUE_DELTA, seeds[2])
-  image = tf.image.stateless_random_contrast(image, *CONTRAST_RANGE, seeds[3])
-  return tf.clip_by_value(image, 0.0, 1.0)
-
-
 def _to_uint8(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
@@ -101,11 +89,12 @@ def train_image(
 ) -> tf.Tensor:
   """Decodes and augments one training image: uint8 [image_size, image_size, 3].
 
-  `seed` is a per-example int64 pair; each switch in `augment` turns one distortion on or off.
+  `seed` is a per-example int64 pair; each switch in `augment` turns one distortion on or off
+  (`augment.photometric` in the train step).
   """
-  crop_seed, flip_seed, resize_seed, photometric_seed = tf.unstack(
-    tf.random.experimental.stateless_split(seed, 4)
-  )
+  # Split in four, as when the fourth seed drew the photometric distortions here: the crops,
+  # flips and interpolations stay those that runs of configs without them have seen.
+  crop_seed, flip_seed, resize_seed, _ = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
   shape, image = _image_shape(encoded, jpeg)
   if augment.inception_crop:
     window = _inception_crop_window(shape, crop_seed, augment)
@@ -118,10 +107,6 @@ def train_image(
     image = _random_resize(image, image_size, resize_seed)
   else:
     image = _resize(image, image_size, "bilinear")
-  if augment.photometric:
-    image = 255.0 * _photometric(
-      image / 255.0, tf.random.experimental.stateless_split(photometric_seed, 4)
-    )
   return _to_uint8(image)
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from inception_jax.data import photometric
 from inception_jax.models import init_variables
 from inception_jax.models.googlenet import GoogLeNet
 from inception_jax.training.devices import AXIS
@@ -24,13 +25,16 @@ TRAIN_SUMS = ("loss", "aux_loss", "correct", "count")
 # `compile_fast` then compiles without it.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 UNKNOWN_OPTION = re.compile(r"No such compile option: '(\w+)'")
+# Folded into the run's key for the photometric distortions' keys; dropout folds in the step,
+# an int32 that never reaches it.
+PHOTOMETRIC_STREAM = 0xFFFFFFFF
 
 
 @flax.struct.dataclass
 class TrainState:
   """Everything a resumed run needs to continue exactly where the saved one was.
 
-  `rng` is the key data every dropout key is folded from (with the step), and
+  `rng` is the key data every dropout and photometric key is folded from (with the step), and
   `train_sums` the metric sums since the last log line, so a resumed run logs the same numbers.
   """
 
@@ -146,6 +150,17 @@ def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
+def _photometric(images: jax.Array, rng: jax.Array, step: jax.Array) -> jax.Array:
+  """This device's images with the photometric distortions. As with dropout, every device draws
+  the global batch's factors from the same key and keeps its own rows: an image's distortion
+  depends on its place in the global batch, not on how many devices share the batch."""
+  key = jax.random.fold_in(jax.random.fold_in(rng, PHOTOMETRIC_STREAM), step)
+  count = images.shape[0]
+  factors = photometric.random_factors(key, jax.lax.axis_size(AXIS) * count)
+  own = jax.lax.dynamic_slice_in_dim(factors, jax.lax.axis_index(AXIS) * count, count)
+  return photometric.distort(images, own)
+
+
 def make_train_step(
   model: GoogLeNet, tx: optax.GradientTransformation, config: ml_collections.ConfigDict
 ) -> Callable[[TrainState, Batch], tuple[TrainState, jax.Array]]:
@@ -153,10 +168,10 @@ def make_train_step(
   and the step's summed losses (a buffer of its own, so the trainer can check it for NaN or
   inf while the state is donated to the next step)."""
 
-  def loss_fn(params, state: TrainState, batch: Batch, dropout_rng: jax.Array):
+  def loss_fn(params, state: TrainState, images: jax.Array, batch: Batch, dropout_rng: jax.Array):
     output, updates = model.apply(
       {"params": params, "batch_stats": state.batch_stats},
-      batch["image"],
+      images,
       train=True,
       mutable=["batch_stats"],
       rngs={"dropout": dropout_rng},
@@ -173,10 +188,14 @@ def make_train_step(
     return main + config.aux_loss_weight * aux, (main, aux, output.logits, updates)
 
   def train_step(state: TrainState, batch: Batch) -> TrainState:
+    rng = jax.random.wrap_key_data(state.rng)
+    images = batch["image"]
+    if config.augment.photometric:
+      images = _photometric(images, rng, state.step)
     # The same key on every device: dropout draws the global batch's mask (BatchDropout).
-    dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    dropout_rng = jax.random.fold_in(rng, state.step)
     grads, (main, aux, logits, updates) = jax.grad(loss_fn, has_aux=True)(
-      state.params, state, batch, dropout_rng
+      state.params, state, images, batch, dropout_rng
     )
     grads = jax.lax.pmean(grads, AXIS)
     changes, opt_state = tx.update(grads, state.opt_state, state.params)
