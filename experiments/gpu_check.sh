@@ -3,8 +3,8 @@
 # device time, machine starts and file transfers included, so nothing is typed there.
 #
 # The GPU image has jax, flax, optax, orbax and PyTorch but not TensorFlow, TFDS, ml_collections
-# or dm-pix (with chex and toolz), and nothing can be downloaded there. So, here (pip's registry reachable; about 4 minutes, most
-# of it xz):
+# or dm-pix (with chex and toolz), and nothing can be downloaded there. So, here (pip's registry
+# reachable; about 3-4 minutes, most of it xz):
 #
 #   bash experiments/gpu_check.sh pack        # .gpu/1 .. .gpu/N, each under 55 MiB (git-ignored)
 #
@@ -51,8 +51,9 @@ SITE=${GPU_CHECK_SITE:-/tmp/inception-jax-site}
 PARTS=${GPU_CHECK_PARTS:-/tmp/inception-jax-parts}
 PYTHON=${PYTHON:-python3}
 # What the GPU image lacks for `train` (TensorFlow and TFDS with the dependencies they import) and
-# for every command (ml_collections; dm-pix, which the train step imports, with chex and toolz). libclang and keras are left out: TensorFlow's import needs
-# neither (the command keeps Keras out of it, see launch.py).
+# for every command (ml_collections; dm-pix, which the train step imports, with chex and toolz).
+# libclang and keras are left out: TensorFlow's import needs neither (the command keeps Keras out
+# of it, see launch.py).
 WHEELS=(
   tensorflow-cpu==2.21.0 tensorflow-datasets==4.9.10 ml_collections==1.1.0 astunparse gast
   google_pasta termcolor array_record dm-tree immutabledict simple_parsing docstring_parser

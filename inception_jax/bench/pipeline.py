@@ -28,8 +28,9 @@ def time_pipeline(
 ) -> dict[str, float]:
   """Training-pipeline images/s with `threads` CPU threads for tf.data, over ~`seconds`.
 
-  `preprocess(jpeg, seed)` replaces `train_image` with the paper's augmentation (crop, flip,
-  interpolation; the photometric distortions run in the train step), for comparing others."""
+  By default each image goes through `train_image` with the paper's augmentation (crop, flip,
+  interpolation; the photometric distortions run in the train step); `preprocess(jpeg, seed)`
+  stands in for it, to time other preprocessing the same way."""
   if preprocess is None:
     augment = base_config().augment
     preprocess = functools.partial(train_image, image_size=image_size, augment=augment, jpeg=True)
