@@ -12,6 +12,7 @@ from inception_jax.models import build_model, init_variables
 from inception_jax.training.trainer import train_and_evaluate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+AUGMENTATIONS = ("inception_crop", "flip", "photometric", "random_interpolation")
 
 # Compiling GoogLeNet's initialisation takes ~25 s on a CPU (one RNG kernel per parameter);
 # the on-disk cache makes every later compile of the same program, in any test, a lookup.
@@ -40,8 +41,11 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny(data_dir):
-  """Overrides that make the tiny config a 12-step run with checkpoints every 4 steps."""
+  """Overrides that make the tiny config a 12-step run with checkpoints every 4 steps, with the
+  paper's whole augmentation on (the photometric distortions in the train step included), so
+  that resuming and splitting over devices are checked with every random draw there is."""
   return {
+    **{f"augment.{switch}": True for switch in AUGMENTATIONS},
     "num_train_steps": STEPS,
     "log_every_steps": 4,
     "checkpoint_every_steps": 4,

@@ -177,7 +177,8 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path,
 def test_two_devices_give_the_one_device_result(tiny, tmp_path):
   """The first step on 2 devices against 1: same loss, BatchNorm statistics and gradient.
 
-  Dropout masks are drawn for the global batch, so they do not depend on the device count. The
+  Dropout masks and the photometric distortions' factors are drawn for the global batch, so they
+  do not depend on the device count. The
   gradient is compared with a tolerance: BatchNorm + ReLU makes this tiny net's gradient
   discontinuous at rounding level (a channel constant over the batch normalises to +-1e-7, and
   ReLU passes it or not), so even reversing the batch on one device moves it by ~0.3%, and a few
