@@ -283,15 +283,23 @@ class BatchDropout(nn.Module):
       return x
     keep = 1.0 - self.rate
     rng = self.make_rng("dropout")
+    draw = functools.partial(jax.random.bernoulli, rng, keep)
     if self.batch_axis_name is None or self.is_initializing():  # init runs outside pmap
-      mask = jax.random.bernoulli(rng, keep, x.shape)
+      mask = draw(x.shape)
     else:
-      devices = jax.lax.axis_size(self.batch_axis_name)
-      mask = jax.random.bernoulli(rng, keep, (devices * x.shape[0], *x.shape[1:]))
-      mask = jax.lax.dynamic_slice_in_dim(
-        mask, jax.lax.axis_index(self.batch_axis_name) * x.shape[0], x.shape[0]
-      )
+      mask = rows_of_global_draw(draw, x.shape, self.batch_axis_name)
     return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
+def rows_of_global_draw(
+  draw: Callable[[tuple[int, ...]], jax.Array], shape: tuple[int, ...], axis_name: str
+) -> jax.Array:
+  """This device's rows (`shape`) of `draw(shape of the whole batch)`: every device draws the
+  global batch's values from the same key and keeps its own, so that how many devices share the
+  batch changes no random draw (dropout's masks, the photometric distortions' factors)."""
+  devices = jax.lax.axis_size(axis_name)
+  whole = draw((devices * shape[0], *shape[1:]))
+  return jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(axis_name) * shape[0], shape[0])
 
 
 def ceil_mode_padding(size: int, window: int, strides: int, pad: int) -> tuple[int, int]:

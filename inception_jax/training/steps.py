@@ -15,6 +15,7 @@ import optax
 from inception_jax.data import photometric
 from inception_jax.models import init_variables
 from inception_jax.models.googlenet import GoogLeNet
+from inception_jax.models.layers import rows_of_global_draw
 from inception_jax.training.devices import AXIS
 
 Batch = dict[str, jax.Array]
@@ -151,14 +152,15 @@ def _correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def _photometric(images: jax.Array, rng: jax.Array, step: jax.Array) -> jax.Array:
-  """This device's images with the photometric distortions. As with dropout, every device draws
-  the global batch's factors from the same key and keeps its own rows: an image's distortion
-  depends on its place in the global batch, not on how many devices share the batch."""
+  """This device's images with the photometric distortions, whose factors are drawn for the
+  global batch as dropout's masks are: an image's distortion depends on its place in the global
+  batch, not on how many devices share the batch."""
   key = jax.random.fold_in(jax.random.fold_in(rng, PHOTOMETRIC_STREAM), step)
-  count = images.shape[0]
-  factors = photometric.random_factors(key, jax.lax.axis_size(AXIS) * count)
-  own = jax.lax.dynamic_slice_in_dim(factors, jax.lax.axis_index(AXIS) * count, count)
-  return photometric.distort(images, own)
+
+  def draw(shape: tuple[int, ...]) -> jax.Array:
+    return photometric.random_factors(key, shape[0])
+
+  return photometric.distort(images, rows_of_global_draw(draw, images.shape[:1], AXIS))
 
 
 def make_train_step(
@@ -168,7 +170,7 @@ def make_train_step(
   and the step's summed losses (a buffer of its own, so the trainer can check it for NaN or
   inf while the state is donated to the next step)."""
 
-  def loss_fn(params, state: TrainState, images: jax.Array, batch: Batch, dropout_rng: jax.Array):
+  def loss_fn(params, state: TrainState, images: jax.Array, labels: jax.Array, dropout_rng):
     output, updates = model.apply(
       {"params": params, "batch_stats": state.batch_stats},
       images,
@@ -176,7 +178,6 @@ def make_train_step(
       mutable=["batch_stats"],
       rngs={"dropout": dropout_rng},
     )
-    labels = batch["label"]
     main = _cross_entropy(output.logits, labels, config.label_smoothing).mean()
     aux = sum(
       (
@@ -195,7 +196,7 @@ def make_train_step(
     # The same key on every device: dropout draws the global batch's mask (BatchDropout).
     dropout_rng = jax.random.fold_in(rng, state.step)
     grads, (main, aux, logits, updates) = jax.grad(loss_fn, has_aux=True)(
-      state.params, state, images, batch, dropout_rng
+      state.params, state, images, batch["label"], dropout_rng
     )
     grads = jax.lax.pmean(grads, AXIS)
     changes, opt_state = tx.update(grads, state.opt_state, state.params)
