@@ -2,7 +2,7 @@
 
 Brightness, saturation, hue and contrast jitter, in TensorFlow's Inception order and ranges. On
 the host they were a third of the training pipeline's time per image (two RGB-HSV round trips in
-tf.data: 390-410 against 600-610 img/s on one thread of a 2-core AMD EPYC; photometric.md), and
+tf.data: 379 against 588 img/s on one thread of a 2-core AMD EPYC, medians in photometric.md), and
 on a GPU the step waits for that pipeline (bench_gpu.md); on the device they are a few elementwise
 passes over the batch. dm-pix supplies the colour operations, each the equivalent of TensorFlow's.
 """
