@@ -17,7 +17,6 @@ import pathlib
 import shlex
 import statistics
 import sys
-import time
 from typing import Any
 
 import jax
@@ -25,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 from xla_cpu_flags import write_results
 
+from inception_jax.bench.cases import time_steps
 from inception_jax.bench.pipeline import time_pipeline
 from inception_jax.data import photometric
 from inception_jax.data.preprocess import train_image
@@ -56,14 +56,12 @@ def time_device(batch: int, repeats: int) -> dict[str, float]:
     np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
   )
   factors = photometric.random_factors(jax.random.key(0), batch)
-  distort(images, factors).block_until_ready()
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    distort(images, factors).block_until_ready()
-    seconds.append(time.perf_counter() - start)
-  median = statistics.median(seconds)
-  return {"batch": batch, "ms_per_batch": 1e3 * median, "images_per_second": batch / median}
+  timed = time_steps(lambda: distort(images, factors).block_until_ready(), batch, repeats, 1)
+  return {
+    "batch": batch,
+    "ms_per_batch": 1e3 * timed["seconds_per_step"],
+    "images_per_second": timed["images_per_second"],
+  }
 
 
 def markdown(results: dict[str, Any]) -> str:

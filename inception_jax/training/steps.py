@@ -170,7 +170,9 @@ def make_train_step(
   and the step's summed losses (a buffer of its own, so the trainer can check it for NaN or
   inf while the state is donated to the next step)."""
 
-  def loss_fn(params, state: TrainState, images: jax.Array, labels: jax.Array, dropout_rng):
+  def loss_fn(
+    params, state: TrainState, images: jax.Array, labels: jax.Array, dropout_rng: jax.Array
+  ):
     output, updates = model.apply(
       {"params": params, "batch_stats": state.batch_stats},
       images,
