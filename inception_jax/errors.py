@@ -14,6 +14,12 @@ class ConfigError(ValueError):
   """Bad user input (config key, value, file): reported as one message, exit code 2."""
 
 
+class PreparationStopped(Exception):
+  """Ctrl-C while TFDS downloaded or built a dataset, before anything of the run was written.
+  TFDS's download threads go on retrying (over 3 minutes without network) and Python's exit
+  would wait for them, so the command leaves at once (exit code 130)."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
   """A ' (did you mean ...?)' hint, or '' when nothing is close."""
   close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)

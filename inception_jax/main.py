@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import signal
 import sys
@@ -20,7 +21,7 @@ from inception_jax.config import (
   load_workdir_config,
   parse_override_args,
 )
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, PreparationStopped
 from inception_jax.weights.sources import BVLC_GOOGLENET_URL, TORCHVISION_URL
 
 WORKDIR_CONFIG = " (default: the workdir's config.json)"
@@ -367,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ConfigError as error:
     print(f"inception-jax {args.command}: error: {error}", file=sys.stderr)
     return 2
+  except PreparationStopped as stop:
+    print(f"inception-jax {args.command}: {stop}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(128 + signal.SIGINT)  # not a return: Python's exit would wait for TFDS's threads
   return 0
 
 

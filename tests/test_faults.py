@@ -3,10 +3,12 @@ config and sweep files that do not run, images too small for the network, a loss
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
+import stalling_dataset
 from helpers import ROOT, TINY_CONFIG, digest, subprocess_env
 
 from inception_jax.main import main
@@ -126,3 +128,37 @@ def test_a_loss_gone_nan_stops_training_and_keeps_the_last_good_checkpoint(data_
   before = digest(tmp_path / "checkpoints")
   assert one_error(inception_jax(*args), code=1) == message  # deterministic, and nothing lost
   assert digest(tmp_path / "checkpoints") == before
+
+
+def test_ctrl_c_while_a_dataset_is_prepared_stops_at_once_and_writes_nothing(tmp_path):
+  """TFDS's download threads retry for minutes without network; Ctrl-C does not wait for them."""
+  workdir = tmp_path / "run"
+  command = "import sys, stalling_dataset, inception_jax.main as m; sys.exit(m.main(sys.argv[1:]))"
+  process = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      command,
+      "train",
+      "--config",
+      TINY_CONFIG,
+      "--workdir",
+      workdir,
+      "--config.data.name=stalling_download",
+      f"--config.data.dir={tmp_path / 'tfds'}",
+    ],
+    env={**subprocess_env(), "PYTHONPATH": str(ROOT / "tests")},
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  for line in process.stdout:
+    if line.startswith(stalling_dataset.STARTED):
+      break
+  process.send_signal(signal.SIGINT)
+  result = subprocess.CompletedProcess(
+    process.args, process.wait(timeout=30), "", process.stderr.read()
+  )
+  error = one_error(result, code=130)
+  assert "stopped while TFDS prepared dataset 'stalling_download'" in error
+  assert "tfds build stalling_download" in error and not workdir.exists()

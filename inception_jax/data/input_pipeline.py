@@ -23,7 +23,7 @@ from inception_jax.data import (
   synthetic,  # noqa: F401  (registers synthetic_jpegs with TFDS)
 )
 from inception_jax.data.crops import CROPS, multi_crop
-from inception_jax.errors import ConfigError, did_you_mean
+from inception_jax.errors import ConfigError, PreparationStopped, did_you_mean
 
 # Keeps shuffle seeds of different epochs and config seeds apart: seed * EPOCH_STRIDE + epoch.
 EPOCH_STRIDE = 1_000_003
@@ -65,7 +65,8 @@ def _prepare_error(
 
 
 def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The dataset's builder, downloaded and prepared into `data.dir` if it is not there yet."""
+  """The dataset's builder, downloaded and prepared into `data.dir` if it is not there yet.
+  Ctrl-C meanwhile raises PreparationStopped."""
   try:
     builder = tfds.builder(data.name, data_dir=data.dir or None)
   except tfds.core.registered.DatasetNotFoundError:
@@ -80,6 +81,13 @@ def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     config = tfds.download.DownloadConfig(manual_dir=data.manual_dir or None)
     try:
       builder.download_and_prepare(download_config=config)
+    except KeyboardInterrupt:
+      raise PreparationStopped(
+        f"stopped while TFDS prepared dataset {data.name!r} in {builder.data_dir!r}; nothing "
+        f"of the run was written. The same command prepares it again; without network, prepare "
+        f"it on a machine with network access (tfds build {data.name} --data_dir=DIR) and set "
+        f"--config.data.dir=DIR."
+      ) from None
     except Exception as error:  # TFDS raises anything from AssertionError to network errors
       # Another process preparing the same folder (an array task) may have finished first.
       builder = tfds.builder(data.name, data_dir=data.dir or None)
