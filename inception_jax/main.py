@@ -372,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"inception-jax {args.command}: {stop}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(128 + signal.SIGINT)  # not a return: Python's exit would wait for TFDS's threads
+  except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as with SIGPIPE
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+    return 128 + signal.SIGPIPE
   return 0
 
 

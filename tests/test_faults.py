@@ -162,3 +162,27 @@ def test_ctrl_c_while_a_dataset_is_prepared_stops_at_once_and_writes_nothing(tmp
   error = one_error(result, code=130)
   assert "stopped while TFDS prepared dataset 'stalling_download'" in error
   assert "tfds build stalling_download" in error and not workdir.exists()
+
+
+def test_output_piped_into_a_reader_that_leaves_early_ends_quietly(tmp_path):
+  """`inception-jax sweep ... --dry-run | head -1`: no traceback when the reader has gone."""
+  sweep = ROOT / "experiments" / "ablation_module.py"
+  process = subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "inception_jax.main",
+      "sweep",
+      sweep,
+      "--workdir",
+      tmp_path,
+      "--dry-run",
+    ],
+    env=subprocess_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  process.stdout.close()  # the reader leaves before the first line
+  assert process.wait(timeout=120) == 128 + signal.SIGPIPE
+  assert "Traceback" not in process.stderr.read()
