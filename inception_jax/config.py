@@ -172,6 +172,16 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
   return keys
 
 
+def differences(earlier: ml_collections.ConfigDict, later: ml_collections.ConfigDict) -> list[str]:
+  """'key: earlier -> later' for every leaf whose value differs (None where a config lacks it)."""
+  keys = dict.fromkeys([*flat_keys(earlier), *flat_keys(later)])
+  return [
+    f"{key}: {_get(earlier, key)!r} -> {_get(later, key)!r}"
+    for key in keys
+    if _get(earlier, key) != _get(later, key)
+  ]
+
+
 def _parse(text: str, current: Any, key: str) -> Any:
   """Parses a command-line string as the type of the value it replaces."""
 

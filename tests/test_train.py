@@ -23,6 +23,7 @@ from helpers import (
   command_line,
   digest,
   run_command,
+  run_in_process,
   start_train,
   subprocess_env,
   tiny_config,
@@ -148,6 +149,23 @@ def test_steps_replayed_after_a_resume_are_recorded_once(tiny_run, tiny, tmp_pat
   assert without_timing(read_metrics(tmp_path)) == without_timing(read_metrics(tiny_run))
   _assert_same_events(tmp_path, tiny_run)
   assert not list(tmp_path.glob("*.partial"))
+
+
+def test_resuming_with_another_config_names_the_changes_and_keeps_the_earlier_one(
+  tiny_run, tiny, tmp_path, capfd
+):
+  """A recipe changed halfway is said at the start, and the earlier config stays beside."""
+  shutil.copytree(tiny_run, tmp_path, dirs_exist_ok=True)
+  shutil.rmtree(tmp_path / "checkpoints" / str(STEPS))
+  earlier = (tmp_path / "config.json").read_text()
+  resumed = run_in_process(capfd, "train", tmp_path, {**tiny, "log_every_steps": 2})
+  assert resumed.returncode == 0, resumed.stderr
+  assert (
+    "The config differs from the one used until step 8, kept as config.until-step-8.json:\n"
+    "  log_every_steps: 4 -> 2\n"
+  ) in resumed.stdout
+  assert (tmp_path / "config.until-step-8.json").read_text() == earlier
+  assert '"log_every_steps": 2' in (tmp_path / "config.json").read_text()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)

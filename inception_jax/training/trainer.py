@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from inception_jax.config import config_json, finite, flat_keys
+from inception_jax.config import config_json, differences, finite, flat_keys, load_workdir_config
 from inception_jax.data import input_pipeline
 from inception_jax.errors import ConfigError
 from inception_jax.models import build_model
@@ -221,18 +221,29 @@ def _averages(sums: dict[str, Any]) -> dict[str, float]:
   }
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
-  """config.json holds the resolved config; a different earlier one is kept beside it."""
+def _write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> list[str]:
+  """config.json holds the resolved config; a different earlier one is kept beside it, and the
+  lines returned name what changed: a run resumed with another recipe should not pass unseen."""
   path = workdir / "config.json"
   text = config_json(config)
+  lines = []
   if path.exists() and path.read_text() != text:
     earlier = workdir / f"config.until-step-{step}.json"
     for attempt in itertools.count(2):
       if not earlier.exists():
         break
       earlier = workdir / f"config.until-step-{step}.{attempt}.json"
+    try:
+      changed = differences(load_workdir_config(workdir), config)
+    except ConfigError:  # not readable as a config: kept as it is all the same
+      changed = ["(the earlier config.json could not be read)"]
+    lines = [
+      f"The config differs from the one used until step {step}, kept as {earlier.name}:",
+      *(f"  {line}" for line in changed),
+    ]
     path.rename(earlier)
   path.write_text(text)
+  return lines
 
 
 class NonFiniteLoss(Exception):
@@ -402,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       )
     if is_chief:
       run.workdir.mkdir(parents=True, exist_ok=True)
-      _write_config(config, run.workdir, start_step)
+      start_lines = [*start_lines, *_write_config(config, run.workdir, start_step)]
     with (
       _compiling() as compiling,
       Checkpoints(run.workdir, keep=config.keep_checkpoints) as checkpoints,
