@@ -116,12 +116,16 @@ def set_up_command() -> None:
   """What the command does to its process before anything else: the tunables (re-executing
   once); TensorFlow without the Keras it never uses and without its C++ INFO notices (the CPU
   features it was not built for, tf.data's buffer sizes; warnings and errors stay, a
-  TF_CPP_MIN_LOG_LEVEL of the user's own wins, and the oneDNN notice comes before TensorFlow
-  reads it); and an exit that skips Python's last garbage collections, which walk every object
+  TF_CPP_MIN_LOG_LEVEL of the user's own wins); TensorFlow's oneDNN kernels off, and with them
+  the four lines of notice every command began with: they serve TensorFlow's matrix products and
+  convolutions, which the command never runs (tf.data decodes, crops and resizes; the same
+  batches to the bit, the README's main job the same to the bit; XLA does not read the
+  variable); and an exit that skips Python's last garbage collections, which walk every object
   the libraries made (~1 s for TensorFlow's alone on a 2-core CPU, 0.1 s with them frozen; the
   command's files are closed by then)."""
   reexecute_with_tunables()
   if "tensorflow" not in sys.modules:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     sys.meta_path.insert(0, _TensorFlowWithoutEagerKeras())
   atexit.register(gc.freeze)

@@ -128,15 +128,17 @@ def test_the_command_reruns_itself_once_with_the_tunables():
 def test_the_command_imports_tensorflow_without_keras_until_asked():
   """TensorFlow's __init__ imports Keras' optimizers (Keras, scikit-learn, matplotlib: 1.7-1.9 s
   of every command); the command's process skips that, and tf.keras still loads Keras on use.
-  Its C++ INFO notices are left out too."""
+  Its C++ INFO notices are left out too, and the oneDNN notice with its kernels."""
   code = (
     "import sys; from inception_jax import launch; launch.set_up_command(); "
     "import tensorflow as tf; print('keras' in sys.modules, launch.EAGER_KERAS in sys.modules); "
     "tf.keras.layers.Dense(1); print('keras' in sys.modules)"
   )
-  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  left_to_us = ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
+  env = {k: v for k, v in os.environ.items() if k not in left_to_us}
   result = subprocess.run(
     [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
   )
   assert result.stdout.split() == ["False", "False", "True"]
   assert "cpu_feature_guard" not in result.stderr  # TensorFlow's INFO notices, left out
+  assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr
