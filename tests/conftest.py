@@ -1,7 +1,12 @@
 """Shared fixtures: configs loaded the way the command line loads them, one small model, the
 embedded digits and one uninterrupted tiny run."""
 
+import os
 import pathlib
+
+# In-process runs get TensorFlow as the command sets it up (launch.set_up_command), before any
+# import of it.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import jax
 import pytest
