@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 class PreparationStopped(Exception):
   """Ctrl-C while TFDS downloaded or built a dataset, before anything of the run was written.
-  TFDS's download threads go on retrying (over 3 minutes without network) and Python's exit
+  TFDS's download threads go on retrying (for minutes where the network fails) and Python's exit
   would wait for them, so the command leaves at once (exit code 130)."""
 
 

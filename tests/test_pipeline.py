@@ -5,6 +5,8 @@ data dir); the last ones run the same code on TFDS catalog datasets with mocked 
 """
 
 import collections
+import os
+import socket
 
 import numpy as np
 import pytest
@@ -199,6 +201,39 @@ def test_unknown_dataset_and_split_are_config_errors(digits):
     input_pipeline.num_examples(builder, "nonexistent_split")
   with pytest.raises(ConfigError, match="fewer than one batch"):
     train_batches(builder, config(), 1, local_batch=1000, process_count=2)
+
+
+def test_a_dataset_no_download_host_of_which_resolves_is_refused_at_once(
+  load, tmp_path, monkeypatch
+):
+  """Without network TFDS retries each download for minutes: when none of the dataset's download
+  hosts resolves, the message comes at once; behind a proxy, which resolves for us, TFDS tries."""
+
+  def no_name_resolves(host, *args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+  tries = []
+
+  def download_and_prepare(builder, **kwargs):
+    tries.append(builder.name)
+    raise RuntimeError("the network is down")
+
+  monkeypatch.setattr(socket, "getaddrinfo", no_name_resolves)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare)
+  for variable in [name for name in os.environ if name.lower().endswith("_proxy")]:
+    monkeypatch.delenv(variable)
+  data = load("cifar10.py", {"data.dir": str(tmp_path)}).data
+  with pytest.raises(
+    ConfigError, match=r"host resolves \(www.cs.toronto.edu: Name or serv.*tfds build"
+  ):
+    input_pipeline.prepare(data)
+  assert not tries
+  monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+  with pytest.raises(
+    ConfigError, match=r"could not be downloaded \(RuntimeError: the network is down"
+  ):
+    input_pipeline.prepare(data)
+  assert tries == ["cifar10"]
 
 
 MOCKED = 12  # examples in every split of a mocked dataset
