@@ -1,4 +1,4 @@
-"""A TFDS dataset whose preparation never ends, as a download does without network: its work
+"""A TFDS dataset whose preparation never ends, as a download over a failing network: its work
 runs in a thread that is not a daemon, as TFDS's downloads do, which Python's exit waits for."""
 
 import threading

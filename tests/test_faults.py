@@ -131,7 +131,7 @@ def test_a_loss_gone_nan_stops_training_and_keeps_the_last_good_checkpoint(data_
 
 
 def test_ctrl_c_while_a_dataset_is_prepared_stops_at_once_and_writes_nothing(tmp_path):
-  """TFDS's download threads retry for minutes without network; Ctrl-C does not wait for them."""
+  """TFDS's download threads retry for minutes where the network fails; Ctrl-C does not wait."""
   workdir = tmp_path / "run"
   command = "import sys, stalling_dataset, inception_jax.main as m; sys.exit(m.main(sys.argv[1:]))"
   process = subprocess.Popen(

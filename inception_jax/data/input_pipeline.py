@@ -46,6 +46,13 @@ def _without_autotune_model(dataset: tf.data.Dataset) -> tf.data.Dataset:
   return dataset.with_options(options)
 
 
+def _prepare_elsewhere(name: str) -> str:
+  return (
+    f"Without network here, prepare it on a machine with network access (tfds build {name} "
+    f"--data_dir=DIR) and set --config.data.dir=DIR."
+  )
+
+
 def _prepare_error(
   name: str, builder: tfds.core.DatasetBuilder, manual_dir: str, error: Exception
 ) -> ConfigError:
@@ -61,9 +68,8 @@ def _prepare_error(
     )
   return ConfigError(
     f"dataset {name!r} is not prepared in {builder.data_dir!r} and could not be downloaded "
-    f"({type(error).__name__}: {text.splitlines()[0] if text else ''}). Prepare it on a "
-    f"machine with network access (tfds build {name} --data_dir=DIR) and set "
-    f"--config.data.dir=DIR."
+    f"({type(error).__name__}: {text.splitlines()[0] if text else ''}). "
+    f"{_prepare_elsewhere(name)}"
   )
 
 
@@ -106,9 +112,8 @@ def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     except KeyboardInterrupt:
       raise PreparationStopped(
         f"stopped while TFDS prepared dataset {data.name!r} in {builder.data_dir!r}; nothing "
-        f"of the run was written. The same command prepares it again; without network, prepare "
-        f"it on a machine with network access (tfds build {data.name} --data_dir=DIR) and set "
-        f"--config.data.dir=DIR."
+        f"of the run was written, and the same command prepares it again. "
+        f"{_prepare_elsewhere(data.name)}"
       ) from None
     except Exception as error:  # TFDS raises anything from AssertionError to network errors
       # Another process preparing the same folder (an array task) may have finished first.
