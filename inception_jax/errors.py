@@ -14,10 +14,15 @@ class ConfigError(ValueError):
   """Bad user input (config key, value, file): reported as one message, exit code 2."""
 
 
-class PreparationStopped(Exception):
-  """Ctrl-C while TFDS downloaded or built a dataset, before anything of the run was written.
-  TFDS's download threads go on retrying (for minutes where the network fails) and Python's exit
-  would wait for them, so the command leaves at once (exit code 130)."""
+class StoppedEarly(Exception):
+  """A stop signal (SIGINT, SIGTERM) before anything was trained, so nothing to save. Threads
+  still busy (TFDS's downloads, retrying for minutes where the network fails; XLA compiling, for
+  seconds on a CPU and a minute on a GPU) would hold Python's exit: the command leaves at once,
+  with 128 + the signal's number."""
+
+  def __init__(self, message: str, signal_number: int):
+    super().__init__(message)
+    self.signal = signal_number
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

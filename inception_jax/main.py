@@ -21,7 +21,7 @@ from inception_jax.config import (
   load_workdir_config,
   parse_override_args,
 )
-from inception_jax.errors import ConfigError, PreparationStopped
+from inception_jax.errors import ConfigError, StoppedEarly
 from inception_jax.weights.sources import BVLC_GOOGLENET_URL, TORCHVISION_URL
 
 WORKDIR_CONFIG = " (default: the workdir's config.json)"
@@ -368,10 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ConfigError as error:
     print(f"inception-jax {args.command}: error: {error}", file=sys.stderr)
     return 2
-  except PreparationStopped as stop:
+  except StoppedEarly as stop:
     print(f"inception-jax {args.command}: {stop}", file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os._exit(128 + signal.SIGINT)  # not a return: Python's exit would wait for TFDS's threads
+    os._exit(128 + stop.signal)  # not a return: Python's exit would wait for the busy threads
   except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as with SIGPIPE
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
     return 128 + signal.SIGPIPE

@@ -168,6 +168,26 @@ def test_resuming_with_another_config_names_the_changes_and_keeps_the_earlier_on
   assert '"log_every_steps": 2' in (tmp_path / "config.json").read_text()
 
 
+def test_a_stop_signal_while_compiling_leaves_at_once_with_nothing_to_save(tiny, tmp_path):
+  """Compiling takes seconds on a CPU and a minute on a GPU; Ctrl-C meanwhile does not wait for
+  it (an empty compilation cache, so that the steps do compile)."""
+  process = subprocess.Popen(
+    command_line("train", tmp_path / "run", tiny),
+    env={**subprocess_env(), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "empty_cache")},
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  for line in process.stdout:
+    if line.startswith("Training:"):  # the programs are compiling
+      break
+  process.send_signal(signal.SIGINT)
+  stdout, stderr = process.communicate(timeout=60)
+  assert process.returncode == 130, stderr
+  assert "SIGINT before the first step (compiling): nothing trained yet" in stderr
+  assert "First step done" not in stdout and not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_stop_signal_saves_a_checkpoint_at_the_step_it_stopped(tiny, tmp_path, stop):
   """A scheduler's SIGTERM and a Ctrl-C (SIGINT) alike: checkpoint, message, exit 128 + signal."""

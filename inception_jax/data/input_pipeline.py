@@ -10,6 +10,7 @@ is what makes a resumed run continue exactly as if it had never stopped.
 from __future__ import annotations
 
 import math
+import signal
 import socket
 import urllib.parse
 import urllib.request
@@ -26,7 +27,7 @@ from inception_jax.data import (
   synthetic,  # noqa: F401  (registers synthetic_jpegs with TFDS)
 )
 from inception_jax.data.crops import CROPS, multi_crop
-from inception_jax.errors import ConfigError, PreparationStopped, did_you_mean
+from inception_jax.errors import ConfigError, StoppedEarly, did_you_mean
 
 # Keeps shuffle seeds of different epochs and config seeds apart: seed * EPOCH_STRIDE + epoch.
 EPOCH_STRIDE = 1_000_003
@@ -91,7 +92,7 @@ def _offline_error(builder: tfds.core.DatasetBuilder) -> ConnectionError | None:
 
 def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The dataset's builder, downloaded and prepared into `data.dir` if it is not there yet.
-  Ctrl-C meanwhile raises PreparationStopped."""
+  Ctrl-C meanwhile raises StoppedEarly."""
   try:
     builder = tfds.builder(data.name, data_dir=data.dir or None)
   except tfds.core.registered.DatasetNotFoundError:
@@ -110,10 +111,11 @@ def prepare(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     try:
       builder.download_and_prepare(download_config=config)
     except KeyboardInterrupt:
-      raise PreparationStopped(
+      raise StoppedEarly(
         f"stopped while TFDS prepared dataset {data.name!r} in {builder.data_dir!r}; nothing "
         f"of the run was written, and the same command prepares it again. "
-        f"{_prepare_elsewhere(data.name)}"
+        f"{_prepare_elsewhere(data.name)}",
+        signal.SIGINT,
       ) from None
     except Exception as error:  # TFDS raises anything from AssertionError to network errors
       # Another process preparing the same folder (an array task) may have finished first.

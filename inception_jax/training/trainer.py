@@ -18,7 +18,8 @@ import pathlib
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import jax
@@ -30,7 +31,7 @@ import tensorflow_datasets as tfds
 
 from inception_jax.config import config_json, differences, finite, flat_keys, load_workdir_config
 from inception_jax.data import input_pipeline
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, StoppedEarly
 from inception_jax.models import build_model
 from inception_jax.models.googlenet import GoogLeNet
 from inception_jax.training import devices, finetune, optim
@@ -285,10 +286,34 @@ def _compiling() -> Iterator[ThreadPoolExecutor]:
   """Two threads that compile the run's programs; on the way out (an error, a signal) what has
   not started yet is dropped, and what has is waited for."""
   pool = ThreadPoolExecutor(2, thread_name_prefix="compile")
+  stopped_early = False  # then the command leaves at once, without waiting for XLA
   try:
     yield pool
+  except StoppedEarly:
+    stopped_early = True
+    raise
   finally:
-    pool.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=not stopped_early, cancel_futures=True)
+
+
+def _before_first_step(future: Future, terminated: list[int], start_step: int) -> Any:
+  """The result of what the first step waits for (a program compiling), or StoppedEarly once a
+  stop signal arrives meanwhile: nothing has been trained, so there is nothing to save."""
+  while not terminated:
+    try:
+      return future.result(timeout=0.1)
+    except FutureTimeout:
+      pass
+  since = (
+    f"since the checkpoint at step {start_step}, which the same command resumes from"
+    if start_step
+    else "yet; the same command starts the run"
+  )
+  raise StoppedEarly(
+    f"{signal.Signals(terminated[0]).name} before the first step (compiling): nothing trained "
+    f"{since}.",
+    terminated[0],
+  )
 
 
 def _restore_or_create(
@@ -454,7 +479,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       for line in start_lines:
         reporter.print(line)
 
-      state = state_ready.result()
+      state = _before_first_step(state_ready, terminated, start_step)
 
       def record_eval(step: int) -> None:
         eval_step = eval_step_ready.result()[0]
@@ -468,6 +493,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           f"Evaluating step {start_step} first: the run stopped after saving it and "
           f"before recording its evaluation."
         )
+        _before_first_step(eval_step_ready, terminated, start_step)
         record_eval(start_step)
       batches = devices.prefetch(tfds.as_numpy(train_batches))
       start_time = time.monotonic() - progress["seconds"]
@@ -476,7 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       for step in range(start_step + 1, run.total_steps + 1):
         batch = next(batches)
         if step == start_step + 1:  # compiled ahead of time, so that XLA says what memory it needs
-          train_step, step_memory = train_step_ready.result()
+          train_step, step_memory = _before_first_step(train_step_ready, terminated, start_step)
           compiled_at = time.monotonic()
         state, losses = train_step(state, batch)
         if unchecked:  # the previous step's losses: done by now, so this hardly ever waits
