@@ -284,9 +284,9 @@ def _stop_flag() -> Iterator[list[int]]:
 @contextlib.contextmanager
 def _compiling() -> Iterator[ThreadPoolExecutor]:
   """Two threads that compile the run's programs; on the way out (an error, a signal) what has
-  not started yet is dropped, and what has is waited for."""
+  not started yet is dropped, and what has is waited for, unless the run stopped early."""
   pool = ThreadPoolExecutor(2, thread_name_prefix="compile")
-  stopped_early = False  # then the command leaves at once, without waiting for XLA
+  stopped_early = False  # the command then leaves at once, without waiting for XLA
   try:
     yield pool
   except StoppedEarly:
@@ -405,8 +405,9 @@ def _eval_owed(run: _Run, step: int) -> bool:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) the configured run in `workdir`; evaluates every eval_every_steps.
 
-  Raises Interrupted after checkpointing when the process gets SIGTERM or SIGINT, and
-  NonFiniteLoss (without checkpointing) when the loss becomes NaN or inf.
+  Raises Interrupted after checkpointing when the process gets SIGTERM or SIGINT (StoppedEarly,
+  at once, when it comes before the first step), and NonFiniteLoss (without checkpointing) when
+  the loss becomes NaN or inf.
   """
   unwritable = _unwritable(pathlib.Path(workdir))
   if unwritable and not (pathlib.Path(workdir) / "checkpoints").is_dir():
